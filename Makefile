@@ -1,0 +1,36 @@
+# The two set-up commands (README): `make run` and `make test`. Each bootstraps .venv from the project's files.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+CONFIG ?= jobs/configs/main.yaml
+
+.PHONY: run test venv clean s3-up s3-down bench
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	# torch first and alone: pip takes the CPU wheel on disk instead of the CUDA build from the registry.
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -c constraints.txt -e '.[dev,search]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) jobs/main.py --config $(CONFIG)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+
+s3-up: $(STAMP)
+	$(PY) infra/local_s3.py start
+
+s3-down: $(STAMP)
+	$(PY) infra/local_s3.py stop
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

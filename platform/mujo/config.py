@@ -1,0 +1,230 @@
+"""Typed, validated configuration: the one place where every setting of every stage is declared.
+
+Configs are YAML files mirroring :class:`MainConfig`; any stage's job reads the same file and uses its section.
+Unknown keys are errors (a typo must not silently fall back to a default). ``load_config`` reports every problem
+with the file name and the dotted field path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mujo.schema import DEFAULT_TEXT_DIM, DEFAULT_VIDEO_DIM, MODALITIES
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, unparsable or invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageConfig(_Strict):
+    root: str = Field("runs", description="Where runs live: a local folder or s3://bucket/prefix")
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
+    region: str | None = None
+
+
+class RayConfig(_Strict):
+    address: str | None = Field(None, description="None or 'local': start a local Ray; 'auto' or ray://...: attach")
+    num_cpus: int | None = Field(None, ge=1)
+    object_store_mb: int | None = Field(None, ge=64)
+
+
+class DatasetSpec(_Strict):
+    """One synthetic dataset: which activities, how many subjects per split, how clips look."""
+
+    name: str
+    activities: Literal["all", "mmfit"] | list[str] = "all"
+    subjects: dict[str, int] = Field(default_factory=lambda: {"train": 16, "val": 4})
+    clips_per_activity: int = Field(1, ge=1, description="clips per subject and activity")
+    clip_seconds: tuple[float, float] = (16.0, 24.0)
+    subject_offset: int = Field(0, ge=0, description="first subject number (keeps datasets' subjects disjoint)")
+    label_style: Literal["free_text", "canonical"] = "free_text"
+    real_sensors: bool = Field(False, description="simulate real IMUs (gain, bias, noise, mounting) instead of ideal")
+    video_dim: int = DEFAULT_VIDEO_DIM
+
+    @field_validator("subjects")
+    @classmethod
+    def _splits(cls, v: dict[str, int]) -> dict[str, int]:
+        bad = set(v) - {"train", "val", "test"}
+        if bad:
+            raise ValueError(f"unknown split(s) {sorted(bad)}; use train, val, test")
+        if any(n < 0 for n in v.values()) or sum(v.values()) == 0:
+            raise ValueError("subject counts must be >= 0 and not all zero")
+        return v
+
+
+class GenerateConfig(_Strict):
+    datasets: list[DatasetSpec] = Field(default_factory=lambda: [DatasetSpec(name="synthfit")])
+    seed: int = 0
+    clips_per_task: int = Field(32, ge=1)
+
+
+class PreprocessConfig(_Strict):
+    trim_fraction: float = Field(0.15, ge=0.0, lt=0.5)
+    text_batch_size: int = Field(256, ge=1)
+    text_actors: int = Field(1, ge=1)
+    window_cpus: float = Field(1.0, gt=0)
+    window_actors: int = Field(2, ge=1, description="max actors of the windowing stage")
+    shard_rows: int = Field(4096, ge=1, description="target rows per shard")
+    max_quarantine_share: float = Field(0.2, ge=0.0, le=1.0, description="fail when more clips are quarantined")
+
+
+class ModelConfig(_Strict):
+    modalities: list[str] = Field(default_factory=lambda: list(MODALITIES))
+    embed_dim: int = Field(1280, ge=8)
+    proj_hidden: int = Field(1280, ge=8)
+    proj_layers: int = Field(2, ge=1, le=4)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    activation: Literal["relu", "gelu"] = "relu"
+    text_dim: int = DEFAULT_TEXT_DIM
+    video_dim: int = DEFAULT_VIDEO_DIM
+    text_hidden: int = 512
+    video_hidden: int = 512
+    init_temperature: float = Field(0.07, gt=0.0)
+    learn_temperature: bool = True
+
+    @field_validator("modalities")
+    @classmethod
+    def _mods(cls, v: list[str]) -> list[str]:
+        bad = [m for m in v if m not in MODALITIES]
+        if bad or len(v) < 2 or len(set(v)) != len(v):
+            raise ValueError(f"modalities must be >= 2 distinct names from {list(MODALITIES)}; got {v}")
+        return v
+
+
+class LossConfig(_Strict):
+    form: Literal["all_pairs", "text_anchor"] = "all_pairs"
+    pair_weights: dict[str, float] | None = None
+    local_loss: bool = True
+
+
+class PretrainConfig(_Strict):
+    dataset: str = "synthfit"
+    num_workers: int = Field(2, ge=0)
+    cpus_per_worker: float = Field(0.5, gt=0)
+    use_gpu: bool = False
+    amp: bool = Field(False, description="bf16 autocast (on GPU)")
+    batch_size: int = Field(128, ge=2, description="per worker")
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(20, ge=0)
+    grad_clip: float | None = 1.0
+    checkpoint_every_steps: int = Field(50, ge=1)
+    num_to_keep: int = Field(2, ge=1)
+    max_failures: int = Field(2, ge=0)
+    shuffle_buffer: int = Field(1024, ge=0)
+    grad_cache_chunks: int | None = Field(None, ge=1)
+    seed: int = 0
+
+
+class EvaluateConfig(_Strict):
+    dataset: str = "synthhar"
+    inputs: list[list[str]] = Field(default_factory=lambda: [["acc"], ["video", "pose", "acc"]])
+    settings: list[Literal["baseline", "frozen", "finetuned"]] = Field(
+        default_factory=lambda: ["baseline", "frozen", "finetuned"])
+    fractions: list[float] = Field(default_factory=lambda: [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0])
+    seeds: int = Field(20, ge=1)
+    calibrations: list[Literal["none", "unsupervised", "supervised"]] = Field(default_factory=lambda: ["none"])
+    lr: float = 1e-4
+    max_epochs: int = Field(200, ge=1)
+    patience: int = Field(25, ge=1)
+    batch_size: int = Field(64, ge=1)
+    head_hidden: int = Field(256, ge=1)
+    cpus_per_trial: float = Field(1.0, gt=0)
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    max_retries: int = Field(1, ge=0)
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs(cls, v: list[list[str]]) -> list[list[str]]:
+        for group in v:
+            bad = [m for m in group if m not in ("video", "pose", "acc")]
+            if bad or not group:
+                raise ValueError(f"each input is a non-empty list of video/pose/acc; got {group}")
+        return v
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0 < f <= 1 for f in v):
+            raise ValueError(f"fractions must lie in (0, 1]; got {v}")
+        return v
+
+
+class MainConfig(_Strict):
+    run_name: str = Field("demo", pattern=r"^[A-Za-z0-9_.-]+$")
+    storage: StorageConfig = StorageConfig()
+    ray: RayConfig = RayConfig()
+    generate: GenerateConfig = GenerateConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "MainConfig":
+        names = [d.name for d in self.generate.datasets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"generate.datasets has duplicate names: {names}")
+        if self.loss.form == "text_anchor" and "text" not in self.model.modalities:
+            raise ValueError("loss.form 'text_anchor' needs 'text' in model.modalities")
+        return self
+
+    @property
+    def run_dir(self) -> str:
+        from mujo.storage import join
+
+        return join(self.storage.root, self.run_name)
+
+
+def _set_dotted(tree: dict, dotted: str, value) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{dotted}': '{k}' is not a section")
+    node[keys[-1]] = value
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> MainConfig:
+    """Load and validate a YAML config; ``overrides`` are ``section.key=yaml-value`` strings."""
+    tree: dict = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} not found (pass --config with a YAML file; see jobs/configs/)")
+        try:
+            tree = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections")
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like section.key=value")
+        key, raw = item.split("=", 1)
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+    try:
+        return MainConfig.model_validate(tree)
+    except ValidationError as exc:
+        lines = [f"{source}: invalid configuration ({exc.error_count()} problem(s)):"]
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err["loc"]) or "<top>"
+            lines.append(f"  - {loc}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def dump_config(cfg: MainConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
