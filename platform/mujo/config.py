@@ -70,8 +70,7 @@ class PreprocessConfig(_Strict):
     trim_fraction: float = Field(0.15, ge=0.0, lt=0.5)
     text_batch_size: int = Field(256, ge=1)
     text_actors: int = Field(1, ge=1)
-    window_cpus: float = Field(1.0, gt=0)
-    window_actors: int = Field(2, ge=1, description="max actors of the windowing stage")
+    window_cpus: float = Field(0.5, gt=0, description="CPUs per windowing task")
     shard_rows: int = Field(4096, ge=1, description="target rows per shard")
     max_quarantine_share: float = Field(0.2, ge=0.0, le=1.0, description="fail when more clips are quarantined")
 

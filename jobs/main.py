@@ -1,0 +1,24 @@
+"""The main job: generate a synthetic corpus, window it with Ray Data, pretrain on Ray Train, fan the downstream
+evaluation out on Ray Tune, and print the Macro F1 table.
+
+    python jobs/main.py --config jobs/configs/main.yaml
+    ray job submit --working-dir . -- python jobs/main.py --config jobs/configs/main.yaml
+"""
+
+from _common import parse
+
+from mujo.workflows import run_main
+
+
+def main() -> None:
+    cfg = parse(__doc__.splitlines()[0])
+    out = run_main(cfg)
+    print()
+    print(out["table"])
+    print(f"pretraining: {out['pretrain']}")
+    print(f"trials: {out['trials']} ({out['failed_trials']} failed); stage times (s): {out['timings_s']}")
+    print(f"results, plot and pretrained model under: {out['results']} and {out['artefact']}")
+
+
+if __name__ == "__main__":
+    main()

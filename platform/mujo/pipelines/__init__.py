@@ -1,0 +1,1 @@
+"""Ray edges that move data: generation (Ray tasks) and preprocessing (Ray Data)."""

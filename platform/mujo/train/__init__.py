@@ -1,0 +1,1 @@
+"""Ray Train edge: the pretraining TorchTrainer."""

@@ -1,0 +1,139 @@
+"""The downstream evaluation as one Ray Tune fan-out: one trial per (input modalities, setting, label fraction,
+seed) on a preprocessed dataset, each a classifier fine-tuned with :func:`mujo.finetune.train_classifier`.
+
+The dataset's arrays are loaded once on the driver and shared with every trial through the object store
+(``tune.with_parameters``). A failed trial is retried ``evaluate.max_retries`` times; if it still fails it appears
+in the results as failed (with its error), never silently dropped. Every trial reports each epoch (so the trial's
+TensorBoard files show its learning curve) and finally its test Macro F1.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from mujo import storage
+from mujo.config import EvaluateConfig, MainConfig
+from mujo.finetune import FinetuneConfig, sample_label_fraction, train_classifier
+from mujo.schema import MASK_COLUMNS, check_shards, read_shard, to_numpy_tensor
+
+log = logging.getLogger(__name__)
+INPUT_SEP = "+"
+
+
+def input_key(inputs: list[str]) -> str:
+    return INPUT_SEP.join(inputs)
+
+
+def load_arrays(manifest: dict, modalities: list[str]) -> dict[str, tuple[dict[str, np.ndarray], np.ndarray]]:
+    """Every split of a preprocessed dataset as (arrays by modality, class ids); refuses samples lacking an input."""
+    out = {}
+    for split, shards in manifest["shards"].items():
+        check_shards(shards)
+        table = pa.concat_tables([read_shard(s).select([*modalities, *(MASK_COLUMNS[m] for m in modalities),
+                                                        "class_id"]) for s in shards])
+        for m in modalities:
+            present = table.column(MASK_COLUMNS[m]).to_numpy()
+            if not present.all():
+                raise ValueError(f"{manifest['dataset']}/{split}: {int((~present).sum())} sample(s) lack '{m}'; "
+                                 f"evaluate with inputs that every sample has, or filter the dataset")
+        out[split] = ({m: to_numpy_tensor(table.column(m)) for m in modalities},
+                      table.column("class_id").to_numpy().astype(np.int64))
+    missing = {"train", "val", "test"} - set(out)
+    if missing:
+        raise ValueError(f"dataset {manifest['dataset']} lacks split(s) {sorted(missing)} needed for evaluation")
+    return out
+
+
+@lru_cache(maxsize=2)
+def _pretrained(path: str):
+    from mujo.models import load_pretrained
+
+    return load_pretrained(path)
+
+
+def finetune_trial(config: dict[str, Any], data: dict, pretrained: str, evaluate: dict, num_classes: int) -> None:
+    """One Tune trial (a function trainable)."""
+    from ray import tune
+
+    from mujo.models import build_classifier
+
+    ecfg = EvaluateConfig.model_validate(evaluate)
+    inputs = config["inputs"].split(INPUT_SEP)
+    x_train, y_train = data["train"]
+    idx = sample_label_fraction(y_train, config["fraction"], seed=config["seed"])
+    split = {"train": ({m: x_train[m][idx] for m in inputs}, y_train[idx])}
+    for name in ("val", "test"):
+        x, y = data[name]
+        split[name] = ({m: x[m] for m in inputs}, y)
+    model = build_classifier(_pretrained(pretrained), inputs, num_classes, config["setting"],
+                             hidden=ecfg.head_hidden, seed=config["seed"])
+    fcfg = FinetuneConfig(lr=ecfg.lr, max_epochs=ecfg.max_epochs, patience=ecfg.patience,
+                          batch_size=ecfg.batch_size, seed=config["seed"])
+    result = train_classifier(model, split["train"], split["val"], split["test"], num_classes, fcfg,
+                              on_epoch=lambda m: tune.report({**m, "done": False}))
+    tune.report({"epoch": result.epochs_run, "val_macro_f1": result.val_macro_f1,
+                 "test_macro_f1": result.test_macro_f1, "best_epoch": result.best_epoch,
+                 "train_samples": int(len(idx)), "done": True})
+
+
+def param_space(ecfg: EvaluateConfig) -> dict:
+    from ray import tune
+
+    return {
+        "inputs": tune.grid_search([input_key(i) for i in ecfg.inputs]),
+        "setting": tune.grid_search(list(ecfg.settings)),
+        "fraction": tune.grid_search(list(ecfg.fractions)),
+        "seed": tune.grid_search(list(range(ecfg.seeds))),
+    }
+
+
+def run_fanout(cfg: MainConfig, pretrained: str, manifest: dict, name: str | None = None) -> list[dict]:
+    """Run every trial; return one row per trial (its config, final metrics, status and error if any)."""
+    import pyarrow.fs
+    import ray
+    from ray import tune
+
+    ecfg = cfg.evaluate
+    if ecfg.calibrations != ["none"]:
+        raise NotImplementedError("calibration as a fan-out axis is not available yet; use calibrations: [none]")
+    modalities = sorted({m for group in ecfg.inputs for m in group})
+    data = load_arrays(manifest, modalities)
+    num_classes = len(manifest["labels"])
+    trainable = tune.with_resources(
+        tune.with_parameters(finetune_trial, data=data, pretrained=pretrained,
+                             evaluate=ecfg.model_dump(mode="json"), num_classes=num_classes),
+        {"cpu": ecfg.cpus_per_trial})
+    root = storage.join(cfg.run_dir, "tune")
+    storage.makedirs(root)
+    fs, path = storage.filesystem(root)
+    max_concurrent = ecfg.max_concurrent_trials or max(int(ray.available_resources().get("CPU", 1)
+                                                           // ecfg.cpus_per_trial), 1)
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space(ecfg),
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
+        run_config=tune.RunConfig(
+            name=name or f"{cfg.run_name}-finetune", storage_path=path,
+            storage_filesystem=None if isinstance(fs, pyarrow.fs.LocalFileSystem) else fs,
+            failure_config=tune.FailureConfig(max_failures=ecfg.max_retries), verbose=0),
+    )
+    grid = tuner.fit()
+    rows = []
+    for r in grid:
+        metrics = r.metrics or {}
+        failed = r.error is not None or not metrics.get("done", False)
+        rows.append({
+            "dataset": manifest["dataset"], **{k: r.config[k] for k in ("inputs", "setting", "fraction", "seed")},
+            "status": "failed" if failed else "ok",
+            "error": str(r.error).splitlines()[0][:300] if r.error is not None else "",
+            **{k: metrics.get(k) for k in ("test_macro_f1", "val_macro_f1", "best_epoch", "epoch",
+                                           "train_samples")},
+            "trial_path": r.path,
+        })
+    log.info("fan-out: %d trials, %d failed", len(rows), sum(r["status"] == "failed" for r in rows))
+    return rows
