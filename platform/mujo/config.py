@@ -34,6 +34,7 @@ class RayConfig(_Strict):
     address: str | None = Field(None, description="None or 'local': start a local Ray; 'auto' or ray://...: attach")
     num_cpus: int | None = Field(None, ge=1)
     object_store_mb: int | None = Field(None, ge=64)
+    include_dashboard: bool = Field(True, description="local Ray only: serve the dashboard on 127.0.0.1:8265")
 
 
 class DatasetSpec(_Strict):
@@ -117,6 +118,9 @@ class PretrainConfig(_Strict):
     warmup_steps: int = Field(20, ge=0)
     grad_clip: float | None = 1.0
     checkpoint_every_steps: int = Field(50, ge=1)
+    report_every_steps: int = Field(10, ge=1, description=(
+        "steps between ray.train.report calls (a cross-rank barrier, ~1-2 s on small CPU nodes); every step's "
+        "metrics are kept in the run history either way"))
     num_to_keep: int = Field(2, ge=1)
     max_failures: int = Field(2, ge=0)
     shuffle_buffer: int = Field(1024, ge=0)
@@ -180,9 +184,13 @@ class MainConfig(_Strict):
 
     @property
     def run_dir(self) -> str:
-        from mujo.storage import join
+        """The run's folder: ``s3://...`` as given, a local root made absolute (Ray workers change directory)."""
+        import os
 
-        return join(self.storage.root, self.run_name)
+        from mujo.storage import is_s3, join
+
+        root = self.storage.root if is_s3(self.storage.root) else os.path.abspath(self.storage.root)
+        return join(root, self.run_name)
 
 
 def _set_dotted(tree: dict, dotted: str, value) -> None:

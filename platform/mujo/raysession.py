@@ -31,7 +31,8 @@ def init_ray(cfg: RayConfig, working_dir_env: dict[str, str] | None = None):
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address in (None, "", "local"):
         log.info("starting a local Ray (num_cpus=%s)", cfg.num_cpus)
-        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, runtime_env=runtime_env,
+        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=cfg.include_dashboard,
+                 dashboard_host="127.0.0.1", runtime_env=runtime_env,
                  object_store_memory=cfg.object_store_mb * 2**20 if cfg.object_store_mb else None,
                  log_to_driver=True)
     else:

@@ -11,7 +11,7 @@ import time
 from mujo import storage
 from mujo.config import MainConfig, dump_config
 from mujo.pipelines.generate import generate
-from mujo.pipelines.preprocess import preprocess_dataset
+from mujo.pipelines.preprocess import preprocess
 from mujo.raysession import init_ray
 from mujo.report import aggregate, box_plot, markdown_table, to_csv
 from mujo.train.pretrain import pretrain
@@ -41,9 +41,7 @@ def run_main(cfg: MainConfig) -> dict:
 
     generate(cfg.generate, run_dir)
     mark("generate")
-    manifests = {}
-    for spec in cfg.generate.datasets:
-        manifests[spec.name] = preprocess_dataset(spec.name, run_dir, cfg.preprocess, video_dim=spec.video_dim)
+    manifests = preprocess({spec.name: spec.video_dim for spec in cfg.generate.datasets}, run_dir, cfg.preprocess)
     mark("preprocess")
     for needed in (cfg.pretrain.dataset, cfg.evaluate.dataset):
         if needed not in manifests:

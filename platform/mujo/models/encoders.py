@@ -79,7 +79,7 @@ class AccEncoder(nn.Module):
         self.out_dim = self.left.out_dim + self.right.out_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.transpose(1, 2)  # (B, 6, T)
+        x = x.transpose(1, 2).contiguous()  # (B, 6, T)
         return torch.cat([self.left(x[:, :3]), self.right(x[:, 3:])], dim=1)
 
 
@@ -100,7 +100,7 @@ class PoseEncoder(nn.Module):
             self.out_dim = int(self.net(torch.zeros(1, 3, length, joints)).shape[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.permute(0, 3, 1, 2))
+        return self.net(x.permute(0, 3, 1, 2).contiguous())
 
 
 def projection(in_dim: int, hidden: int, out_dim: int, layers: int, act: str, dropout: float) -> nn.Sequential:

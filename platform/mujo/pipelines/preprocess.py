@@ -3,10 +3,10 @@
 Stages, all streaming (nothing materialises the corpus):
 
 1. ``read_parquet`` of the raw part files;
-2. ``WindowClips`` (task pool): validation, resampling to 50 Hz, trimming, windows, virtual wrist IMU where a clip
+2. ``window_clips`` (task pool): validation, resampling to 50 Hz, trimming, windows, virtual wrist IMU where a clip
    has no real one; a bad clip becomes one quarantine row (file, clip, reason) instead of samples;
 3. ``EmbedText`` (actor pool): label normalisation is already done; the sentence model is loaded once per actor;
-4. ``WriteShards`` (task pool): one shard per split per batch, written atomically under a content-derived name,
+4. ``write_shards`` (task pool): one shard per dataset and split per batch, written atomically under a content-derived name,
    returning a summary row (counts per class, per-channel sums for statistics, quarantine entries).
 
 The driver turns the summaries into ``manifest.json``: schema version, counts per split and class, the shards,
@@ -46,13 +46,14 @@ def shards_dir(run_dir: str, dataset: str) -> str:
     return storage.join(run_dir, "shards", dataset)
 
 
-def window_clips(batch: dict[str, np.ndarray], fmt: SampleFormat, label_map: dict[str, int],
+def window_clips(batch: dict[str, np.ndarray], formats: dict[str, SampleFormat], label_maps: dict[str, dict],
                  trim_fraction: float) -> dict[str, np.ndarray]:
     """Raw clip rows -> sample rows (plus one quarantine row per bad clip)."""
     out = []
     for clip in rows_to_clips(batch):
+        fmt = formats[clip.dataset]
         try:
-            samples = clip_windows(clip, fmt, label_map, trim_fraction)
+            samples = clip_windows(clip, fmt, label_maps[clip.dataset], trim_fraction)
             samples[QUARANTINE] = np.full(len(samples["sample_id"]), "", dtype=object)
         except BadClip as bad:
             samples = empty_batch(1, fmt)
@@ -90,27 +91,30 @@ def _channel_sums(batch: dict[str, np.ndarray]) -> dict[str, list]:
     return sums
 
 
-SUMMARY_COLUMNS = ("path", "split", "rows", "classes", "sums", "quarantine")
+SUMMARY_COLUMNS = ("dataset", "path", "split", "rows", "classes", "sums", "quarantine")
 
 
-def write_shards(batch: dict[str, np.ndarray], fmt: SampleFormat, out_dir: str) -> dict[str, np.ndarray]:
-    """Write each split of a batch as one shard; return one summary row per shard (and per quarantined batch)."""
+def write_shards(batch: dict[str, np.ndarray], formats: dict[str, SampleFormat],
+                 out_dirs: dict[str, str]) -> dict[str, np.ndarray]:
+    """Write each (dataset, split) of a batch as one shard; return one summary row per shard (and per dataset with
+    quarantined clips in the batch)."""
     bad = batch[QUARANTINE] != ""
     rows: list[dict] = []
-    if bad.any():
-        entries = [{"clip_id": c, "dataset": d, "reason": r} for c, d, r in
-                   zip(batch["clip_id"][bad], batch["dataset"][bad], batch[QUARANTINE][bad])]
-        rows.append({"path": "", "split": "", "rows": 0, "classes": "{}", "sums": "{}",
+    for dataset in sorted(set(batch["dataset"][bad])):
+        sel = bad & (batch["dataset"] == dataset)
+        entries = [{"clip_id": c, "dataset": dataset, "reason": r} for c, r in
+                   zip(batch["clip_id"][sel], batch[QUARANTINE][sel])]
+        rows.append({"dataset": dataset, "path": "", "split": "", "rows": 0, "classes": "{}", "sums": "{}",
                      "quarantine": json.dumps(entries)})
     good = {k: v[~bad] for k, v in batch.items() if k != QUARANTINE}
-    for split in sorted(set(good["split"])):
-        sel = good["split"] == split
+    for dataset, split in sorted(set(zip(good["dataset"], good["split"]))):
+        sel = (good["dataset"] == dataset) & (good["split"] == split)
         part = {k: v[sel] for k, v in good.items()}
         digest = hashlib.sha1("\n".join(part["sample_id"]).encode()).hexdigest()[:16]
-        uri = storage.join(out_dir, split, f"shard-{digest}.parquet")
-        write_shard(batch_to_table(part, fmt), uri)
+        uri = storage.join(out_dirs[dataset], split, f"shard-{digest}.parquet")
+        write_shard(batch_to_table(part, formats[dataset]), uri)
         classes = Counter(int(c) for c in part["class_id"])
-        rows.append({"path": uri, "split": split, "rows": int(sel.sum()),
+        rows.append({"dataset": dataset, "path": uri, "split": split, "rows": int(sel.sum()),
                      "classes": json.dumps({str(k): v for k, v in sorted(classes.items())}),
                      "sums": json.dumps(_channel_sums(part)), "quarantine": "[]"})
     return {k: np.array([r[k] for r in rows], dtype=object) for k in SUMMARY_COLUMNS}
@@ -137,39 +141,49 @@ def _stats(summaries: list[dict]) -> dict[str, dict[str, list[float]]]:
     return stats
 
 
-def preprocess_dataset(dataset: str, run_dir: str, cfg: PreprocessConfig, video_dim: int,
-                       raw_uri: str | None = None) -> dict:
-    """Run the pipeline for one dataset's raw clips; write and return its manifest."""
+def preprocess(datasets: dict[str, int], run_dir: str, cfg: PreprocessConfig,
+               raw_uris: dict[str, str] | None = None) -> dict[str, dict]:
+    """Run the pipeline once over several datasets' raw clips (``{name: video_dim}``); write and return each
+    dataset's manifest. One pipeline, so the text model is loaded once for all of them."""
     import ray
 
     from mujo.pipelines.generate import raw_dir
 
-    raw = raw_uri or raw_dir(run_dir, dataset)
-    card = storage.read_json(storage.join(raw, "dataset.json"))
-    labels: list[str] = card["labels"]
-    label_map = {name: i for i, name in enumerate(labels)}
-    files = storage.list_files(raw, ".parquet")
-    if not files:
-        raise FileNotFoundError(f"no raw clip files (*.parquet) under {storage.describe(raw)}; run generation or "
-                                "an adapter first")
-    fmt = SampleFormat(video_dim=video_dim)
-    out = shards_dir(run_dir, dataset)
-    fs, _ = storage.filesystem(raw)
+    raws = {d: (raw_uris or {}).get(d) or raw_dir(run_dir, d) for d in datasets}
+    cards = {d: storage.read_json(storage.join(raw, "dataset.json")) for d, raw in raws.items()}
+    label_maps = {d: {name: i for i, name in enumerate(card["labels"])} for d, card in cards.items()}
+    formats = {d: SampleFormat(video_dim=video_dim) for d, video_dim in datasets.items()}
+    out_dirs = {d: shards_dir(run_dir, d) for d in datasets}
+    files = []
+    for d, raw in raws.items():
+        found = storage.list_files(raw, ".parquet")
+        if not found:
+            raise FileNotFoundError(f"no raw clip files (*.parquet) under {storage.describe(raw)}; run generation "
+                                    "or a dataset adapter first")
+        files += found
+    fs, _ = storage.filesystem(files[0])
     t0 = time.time()
     # CPU shares are fractional so that every stage can run at once on a 2-core machine (a stage that cannot be
     # scheduled stalls the whole stream); on a cluster the task pools widen to every free CPU.
     ds = ray.data.read_parquet([storage.filesystem(f)[1] for f in files], filesystem=fs,
                                override_num_blocks=len(files), num_cpus=0.25)
-    ds = ds.map_batches(window_clips, fn_kwargs={"fmt": fmt, "label_map": label_map,
+    ds = ds.map_batches(window_clips, fn_kwargs={"formats": formats, "label_maps": label_maps,
                                                  "trim_fraction": cfg.trim_fraction},
                         batch_size=8, batch_format="numpy", num_cpus=cfg.window_cpus)
     ds = ds.map_batches(EmbedText, fn_constructor_args=(cfg.text_batch_size,), batch_size=cfg.text_batch_size,
                         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=cfg.text_actors),
                         num_cpus=0.5)
-    ds = ds.map_batches(write_shards, fn_kwargs={"fmt": fmt, "out_dir": out}, batch_size=cfg.shard_rows,
-                        batch_format="numpy", num_cpus=0.25)
+    ds = ds.map_batches(write_shards, fn_kwargs={"formats": formats, "out_dirs": out_dirs},
+                        batch_size=cfg.shard_rows, batch_format="numpy", num_cpus=0.25)
     summaries = ds.take_all()
+    seconds = round(time.time() - t0, 1)
+    return {d: _write_manifest(d, raws[d], cards[d], formats[d], out_dirs[d],
+                               [s for s in summaries if s["dataset"] == d], cfg, seconds) for d in datasets}
 
+
+def _write_manifest(dataset: str, raw: str, card: dict, fmt: SampleFormat, out: str, summaries: list[dict],
+                    cfg: PreprocessConfig, seconds: float) -> dict:
+    labels: list[str] = card["labels"]
     shard_rows = [s for s in summaries if s["path"]]
     quarantine = [e for s in summaries for e in json.loads(s["quarantine"])]
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -190,7 +204,7 @@ def preprocess_dataset(dataset: str, run_dir: str, cfg: PreprocessConfig, video_
         "stats": _stats(shard_rows),
         "quarantine": {"count": len(quarantine), "entries": quarantine},
         "clips": card["clips"],
-        "seconds": round(time.time() - t0, 1),
+        "seconds": seconds,
     }
     storage.write_json(storage.join(out, "manifest.json"), manifest)
     share = len(quarantine) / max(card["clips"], 1)
@@ -198,8 +212,7 @@ def preprocess_dataset(dataset: str, run_dir: str, cfg: PreprocessConfig, video_
         raise QuarantineExceeded(
             f"{dataset}: {len(quarantine)} of {card['clips']} clips ({share:.0%}) were quarantined, above the "
             f"allowed {cfg.max_quarantine_share:.0%}; see quarantine in {storage.join(out, 'manifest.json')}")
-    log.info("preprocessed %s: %s windows, %d quarantined, in %.1f s", dataset, manifest["rows"], len(quarantine),
-             manifest["seconds"])
+    log.info("preprocessed %s: %s windows, %d quarantined", dataset, manifest["rows"], len(quarantine))
     return manifest
 
 

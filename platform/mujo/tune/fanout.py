@@ -81,6 +81,14 @@ def finetune_trial(config: dict[str, Any], data: dict, pretrained: str, evaluate
                  "train_samples": int(len(idx)), "done": True})
 
 
+def _error_line(error: BaseException | None) -> str:
+    """The exception's own message (the last line of Ray's wrapped traceback), for the report."""
+    if error is None:
+        return ""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:300]
+
+
 def param_space(ecfg: EvaluateConfig) -> dict:
     from ray import tune
 
@@ -116,7 +124,7 @@ def run_fanout(cfg: MainConfig, pretrained: str, manifest: dict, name: str | Non
     tuner = tune.Tuner(
         trainable,
         param_space=param_space(ecfg),
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(
             name=name or f"{cfg.run_name}-finetune", storage_path=path,
             storage_filesystem=None if isinstance(fs, pyarrow.fs.LocalFileSystem) else fs,
@@ -130,7 +138,7 @@ def run_fanout(cfg: MainConfig, pretrained: str, manifest: dict, name: str | Non
         rows.append({
             "dataset": manifest["dataset"], **{k: r.config[k] for k in ("inputs", "setting", "fraction", "seed")},
             "status": "failed" if failed else "ok",
-            "error": str(r.error).splitlines()[0][:300] if r.error is not None else "",
+            "error": _error_line(r.error),
             **{k: metrics.get(k) for k in ("test_macro_f1", "val_macro_f1", "best_epoch", "epoch",
                                            "train_samples")},
             "trial_path": r.path,
