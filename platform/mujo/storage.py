@@ -39,8 +39,8 @@ def endpoint_url() -> str | None:
 
 def configure(endpoint: str | None = None, region: str | None = None) -> None:
     """Make a configured endpoint/region the process default (and so the default of Ray workers it starts)."""
-    if endpoint:
-        os.environ["AWS_ENDPOINT_URL"] = endpoint
+    if endpoint:  # S3 only: AWS_ENDPOINT_URL would also redirect STS (IRSA) and every other service
+        os.environ["AWS_ENDPOINT_URL_S3"] = endpoint
     if region:
         os.environ["AWS_DEFAULT_REGION"] = region
     if endpoint and "AWS_EC2_METADATA_DISABLED" not in os.environ and not _is_aws_endpoint(endpoint):
