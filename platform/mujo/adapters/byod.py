@@ -310,6 +310,13 @@ class ByodAdapter(DatasetAdapter):
         self.card_dir = str(Path(self.card.path).resolve().parent) if self.card.path else os.getcwd()
         self.report = IngestReport()
 
+    def resolve_options(self, options: dict[str, Any] | None = None) -> dict[str, Any]:
+        """BYOD takes no options: everything is in the card."""
+        if options:
+            raise ValueError(f"byod: unknown option(s) {sorted(options)}; a BYOD dataset takes no options, put "
+                             f"settings in its card ({self.card.path or 'the card'})")
+        return {}
+
     def labels(self, **options: Any) -> list[str]:
         self.resolve_options(options)
         return self.card.label_names()
@@ -366,7 +373,7 @@ class ByodAdapter(DatasetAdapter):
             finite_rows = np.isfinite(rec).any(axis=1)
             n = int(np.nonzero(finite_rows)[0].max()) + 1 if finite_rows.any() else 0  # trailing NaN = padding
             labels = y[r] if y.ndim == 1 else y[r][:n]
-            subject = str(subjects[r]) if subjects is not None else f"r{r:04d}"
+            subject = raw_key(subjects[r].item()) if subjects is not None else f"r{r:04d}"
             yield from self._recording(rec[:n], labels, subject, f"{basename(x_uri)}[{r}]", f"r{r:04d}")
 
     # CSV / Parquet -----------------------------------------------------------------------------------------------
@@ -398,15 +405,19 @@ class ByodAdapter(DatasetAdapter):
                 raise CardError(uri, "channels", f"the file has {len(cols)} columns; {extra} are neither channels, "
                                                  "label/subject columns nor data.ignore_columns: the card contradicts "
                                                  "the data")
-            rec = np.stack([np.asarray(table[c].to_numpy(zero_copy_only=False), dtype=np.float64)
-                            for c in card.channels], axis=1)
+            try:
+                rec = np.stack([np.asarray(table[c].to_numpy(zero_copy_only=False), dtype=np.float64)
+                                for c in card.channels], axis=1)
+            except (TypeError, ValueError):
+                bad = [c for c in card.channels if not pa_is_numeric(table[c].type)]
+                raise CardError(uri, "channels", f"channel columns {bad} are not numeric") from None
             groups = rx.fullmatch(basename(uri)).groupdict() if rx else {}
             if data.label_column:
                 labels: Any = np.asarray(table[data.label_column].to_pylist(), dtype=object)
             else:
                 labels = groups["label"]
             if data.subject_column:
-                subj = [str(s) for s in table[data.subject_column].to_pylist()]
+                subj = [raw_key(s) for s in table[data.subject_column].to_pylist()]
                 if len(set(subj)) > 1:
                     raise CardError(uri, "data.subject_column", f"one recording file must hold one subject; found "
                                                                 f"{sorted(set(subj))[:5]}")
@@ -514,6 +525,12 @@ def _load_npy(uri: str, field_name: str) -> np.ndarray:
     except ValueError as exc:
         raise CardError(uri, field_name, f"cannot read as a plain .npy array ({exc}); save labels/subjects as "
                                          "numbers or fixed-width strings (np.array(list_of_str)), not objects") from None
+
+
+def pa_is_numeric(dtype: Any) -> bool:
+    import pyarrow.types as pat
+
+    return bool(pat.is_integer(dtype) or pat.is_floating(dtype) or pat.is_null(dtype))
 
 
 def _read_table(uri: str, fmt: str, delimiter: str):

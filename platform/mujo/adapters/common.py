@@ -407,12 +407,6 @@ class DatasetAdapter:
         opts = self.resolve_options(options)
         return self.card.label_names(include_null=bool(opts.get("include_null", False)))
 
-    def label_spec(self, raw: Any, include_null: bool) -> Any:
-        """The card's label spec for a raw value, or None for null / unknown values."""
-        from mujo.adapters.cards import raw_key
-
-        return self.card.lookup(include_null=include_null).get(raw_key(raw))
-
     def read(self, source_dir: str, **options: Any) -> Iterator[RawClip]:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -555,6 +549,3 @@ def card_label_texts(card: Any, names: Sequence[str]) -> dict[str, str]:
     texts = {s.name: s.label_text for s in specs if hasattr(s, "label_text")}
     return {n: texts.get(n, n.replace("_", " ")) for n in names}
 
-
-def duration_ok(n: int, hz: float, min_seconds: float) -> bool:
-    return n / hz + 1e-9 >= min_seconds

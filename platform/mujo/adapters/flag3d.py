@@ -27,7 +27,7 @@ import numpy as np
 
 from mujo import storage
 from mujo.adapters.cards import raw_key
-from mujo.adapters.common import DatasetAdapter, IngestReport, detect_pose_units, normalize_pose
+from mujo.adapters.common import DatasetAdapter, detect_pose_units, normalize_pose
 from mujo.data.clips import RawClip
 
 NTU_JOINTS = (

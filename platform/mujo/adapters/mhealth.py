@@ -25,7 +25,7 @@ import numpy as np
 
 from mujo import storage
 from mujo.adapters.cards import raw_key
-from mujo.adapters.common import DatasetAdapter, IngestReport, basename, runs, slot_acc, to_ms2
+from mujo.adapters.common import DatasetAdapter, basename, runs, slot_acc, to_ms2
 from mujo.data.clips import RawClip
 
 _FILE = re.compile(r"^mHealth_subject(\d+)\.log$")

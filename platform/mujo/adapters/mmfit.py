@@ -35,7 +35,6 @@ from mujo import storage
 from mujo.adapters.cards import raw_key
 from mujo.adapters.common import (
     DatasetAdapter,
-    IngestReport,
     basename,
     interpolate_frames,
     load_npy,
@@ -140,8 +139,8 @@ class MMFitAdapter(DatasetAdapter):
         if clock.note:
             self.report.note(f"w{wid}: {clock.note}")
 
-        frames_known = [pose_frames] if pose_frames is not None else []
-        frames_known += [w[:, 0] for w in watches.values() if w is not None]
+        # the recording's extent (for the no-activity gaps): the camera's frames, else the watches' frame column
+        frames_known = [pose_frames] if pose_frames is not None else [w[:, 0] for w in watches.values() if w is not None]
         first = int(min(np.nanmin(f) for f in frames_known))
         last = int(max(np.nanmax(f) for f in frames_known))
         include_null = bool(opts["include_no_activity"])

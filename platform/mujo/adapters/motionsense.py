@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow.csv as pacsv
 
 from mujo import storage
-from mujo.adapters.common import DatasetAdapter, IngestReport, basename, relpath, slot_acc, to_ms2
+from mujo.adapters.common import DatasetAdapter, basename, relpath, slot_acc, to_ms2
 from mujo.data.clips import RawClip
 
 GRAVITY = ("gravity.x", "gravity.y", "gravity.z")

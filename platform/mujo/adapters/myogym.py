@@ -27,10 +27,8 @@ from mujo import storage
 from mujo.adapters.cards import raw_key
 from mujo.adapters.common import (
     DatasetAdapter,
-    IngestReport,
     monotonic_samples,
     resample_at,
-    runs,
     slot_acc,
     split_at_gaps,
     to_ms2,
@@ -89,11 +87,13 @@ class MyoGymAdapter(DatasetAdapter):
         include_null = bool(opts["include_null"])
         lookup = self.card.lookup(include_null=include_null)
         null_keys = self.card.null_keys()
-        pairs = np.array([f"{raw_key(e)}|{raw_key(s)}" for e, s in lab])
+        lab = lab.astype(np.float64)
         hz = float(opts["rate_hz"])
         counter: dict[str, int] = {}
-        for a, b, pair in runs(pairs):
-            code, sid = str(pair).split("|")
+        change = np.nonzero((np.diff(lab[:, 0]) != 0) | (np.diff(lab[:, 1]) != 0))[0] + 1
+        bounds = np.concatenate([[0], change, [len(lab)]]).astype(int)
+        for a, b in zip(bounds[:-1], bounds[1:]):  # runs of one (exercise, subject) pair
+            code, sid = raw_key(lab[a, 0]), raw_key(lab[a, 1])
             item = f"rows {a}-{b - 1} (exercise {code}, subject {sid})"
             if code in null_keys and not include_null:
                 self.report.counts["null_rows_excluded"] += b - a

@@ -127,6 +127,55 @@ def mean_over_ranks(loss: torch.Tensor, per_pair: dict[str, torch.Tensor], world
     return values[0], dict(zip(keys, values[1:]))
 
 
+def train_step(model: torch.nn.Module, raw_model: MuJoModel, loss_fn: MuJoLoss, optimizer, scheduler,
+               batch: dict[str, torch.Tensor], cfg: MainConfig, world: int = 1):
+    """One optimisation step on one (local) batch; returns (loss, per-pair losses), averaged over ranks.
+
+    ``model`` is what runs the forward (the DDP wrapper in a distributed run), ``raw_model`` the module itself. With
+    ``pretrain.grad_cache_chunks`` the step embeds in chunks (gradient cache) through ``raw_model`` and averages the
+    gradients over ranks once, instead of letting DDP synchronise after every chunk.
+    """
+    pc = cfg.pretrain
+    device = next(raw_model.parameters()).device
+    amp = pc.amp and device.type == "cuda"
+    inputs, masks = model_inputs(batch, raw_model.modalities)
+    optimizer.zero_grad(set_to_none=True)
+
+    def embed(chunk, net=model):
+        chunk_inputs, chunk_masks = chunk
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            out = net(chunk_inputs)
+        return {m: v.float() for m, v in out.items()}, chunk_masks
+
+    def loss_of(features, feature_masks):
+        return loss_fn(features, feature_masks, raw_model.logit_scale)
+
+    if pc.grad_cache_chunks:
+        n = len(next(iter(inputs.values())))
+        chunks = [({m: x[idx] for m, x in inputs.items()}, {m: k[idx] for m, k in masks.items()})
+                  for idx in np.array_split(np.arange(n), pc.grad_cache_chunks) if len(idx)]
+        outputs: list = []
+
+        def cached_loss(features, feature_masks):
+            outputs.append(loss_of(features, feature_masks))
+            return outputs[-1]
+
+        loss_value = grad_cache_step(lambda chunk: embed(chunk, raw_model), chunks, cached_loss)
+        per_pair = outputs[-1].per_pair
+        average_gradients(raw_model, world)
+    else:
+        out = loss_of(*embed((inputs, masks)))
+        out.loss.backward()
+        loss_value, per_pair = out.loss.detach(), out.per_pair
+    loss_value, per_pair = mean_over_ranks(loss_value, per_pair, world)
+    if pc.grad_clip:
+        torch.nn.utils.clip_grad_norm_(raw_model.parameters(), pc.grad_clip)
+    optimizer.step()
+    scheduler.step()
+    clamp_logit_scale_(raw_model.log_logit_scale)
+    return loss_value, per_pair
+
+
 def train_loop(config: dict[str, Any]) -> None:
     """The Ray Train training function (runs on every worker)."""
     import ray.train
@@ -161,18 +210,8 @@ def train_loop(config: dict[str, Any]) -> None:
         log.info("rank %d resumed from step %d", rank, step)
     resumed_from: list[int] = (list(state.get("resumed_from", [])) + [step]) if checkpoint else []
     torch.manual_seed(pc.seed + 1000 * rank + step)  # per-rank dropout streams, reproducible across restarts
-    amp = pc.amp and device.type == "cuda"
     shard = ray.train.get_dataset_shard("train")
     modalities = tuple(mc.modalities)
-
-    def embed(chunk, net=model):
-        inputs, masks = chunk
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-            out = net(inputs)
-        return {m: v.float() for m, v in out.items()}, masks
-
-    def embed_local(chunk):  # gradient cache: the unwrapped model, gradients averaged by hand once per step
-        return embed(chunk, raw_model)
 
     def save_checkpoint(metrics: dict) -> None:
         if rank != 0:
@@ -198,43 +237,13 @@ def train_loop(config: dict[str, Any]) -> None:
         for i, batch in enumerate(islice(batches, steps_per_epoch)):
             if i < offset:  # resumed mid-epoch: this epoch's first batches were consumed before the restart
                 continue
-            inputs, masks = model_inputs(batch, modalities)
-            optimizer.zero_grad(set_to_none=True)
-            scale = raw_model.logit_scale
-
-            def loss_of(features, feature_masks):
-                return loss_fn(features, feature_masks, raw_model.logit_scale)
-
-            if pc.grad_cache_chunks:
-                n = len(next(iter(inputs.values())))
-                bounds = np.array_split(np.arange(n), pc.grad_cache_chunks)
-                chunks = [({m: x[idx] for m, x in inputs.items()}, {m: k[idx] for m, k in masks.items()})
-                          for idx in bounds if len(idx)]
-                outputs: list = []
-
-                def cached_loss(features, feature_masks):
-                    outputs.append(loss_of(features, feature_masks))
-                    return outputs[-1]
-
-                loss_value = grad_cache_step(embed_local, chunks, cached_loss)
-                per_pair = outputs[-1].per_pair
-                average_gradients(raw_model, world)  # once per step, not once per chunk as DDP would
-            else:
-                features, feature_masks = embed((inputs, masks))
-                out = loss_of(features, feature_masks)
-                out.loss.backward()
-                loss_value, per_pair = out.loss.detach(), out.per_pair
-            loss_value, per_pair = mean_over_ranks(loss_value, per_pair, world)
-            if pc.grad_clip:
-                torch.nn.utils.clip_grad_norm_(raw_model.parameters(), pc.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            clamp_logit_scale_(raw_model.log_logit_scale)
+            scale = float(raw_model.logit_scale)
+            loss_value, per_pair = train_step(model, raw_model, loss_fn, optimizer, scheduler, batch, cfg, world)
             step += 1
             now = time.perf_counter()
             dt, last_step_end = now - last_step_end, now  # wall clock per step, data loading included
             metrics = {"step": step, "epoch": epoch, "loss": float(loss_value),
-                       "temperature": float(1.0 / scale.detach()), "lr": scheduler.get_last_lr()[0],
+                       "temperature": 1.0 / scale, "lr": scheduler.get_last_lr()[0],
                        "samples_per_s": pc.batch_size * max(world, 1) / dt,
                        **{f"loss/{k}": float(v) for k, v in per_pair.items()}, **gpu_metrics(device)}
             history.append({k: v for k, v in metrics.items() if not k.startswith("gpu/")})
@@ -260,8 +269,13 @@ def train_loop(config: dict[str, Any]) -> None:
         storage.write_json(storage.join(config["artefact"], "history.json"), history)
 
 
-def pretrain(cfg: MainConfig, manifest: dict, name: str | None = None, callbacks: list | None = None):
-    """Fit the TorchTrainer on a preprocessed dataset; returns (ray Result, artefact path)."""
+def pretrain(cfg: MainConfig, manifest: dict, name: str | None = None, callbacks: list | None = None,
+             artefact: str | None = None):
+    """Fit the TorchTrainer on a preprocessed dataset; returns (ray Result, artefact path).
+
+    ``name`` is the Ray Train run name (a run started again with the same name resumes); the final model artefact
+    goes to ``artefact`` (default ``<run_dir>/pretrain/model``). ``callbacks`` go to the trainer's RunConfig (e.g.
+    Tune's ``TuneReportCallback`` when a Tune trial runs this)."""
     import pyarrow.fs
     import ray.data
     import ray.train
@@ -279,7 +293,7 @@ def pretrain(cfg: MainConfig, manifest: dict, name: str | None = None, callbacks
         raise ValueError(f"dataset {manifest['dataset']} has no 'val' split; pretraining validates on it")
     run_dir = cfg.run_dir
     name = name or f"{cfg.run_name}-pretrain"
-    artefact = storage.join(run_dir, "pretrain", "model")
+    artefact = artefact or storage.join(run_dir, "pretrain", "model")
     train_root = storage.join(run_dir, "train")
     root_fs, root_path = storage.filesystem(train_root)
     storage.makedirs(train_root)
