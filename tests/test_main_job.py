@@ -31,6 +31,7 @@ TINY = [
     "pretrain.checkpoint_every_steps=5",
     "evaluate.inputs=[[acc], [video, pose, acc]]", "evaluate.settings=[baseline, frozen, finetuned]",
     "evaluate.fractions=[1.0]", "evaluate.seeds=2", "evaluate.max_epochs=4", "evaluate.patience=2",
+    "evaluate.calibrations=[none, supervised]", "evaluate.zero_shot_calibrations=[none, unsupervised]",
 ]
 
 
@@ -83,17 +84,25 @@ def test_pretraining_loss_falls_and_artefact_loads(main_run):
 
 def test_fanout_table_and_plot(main_run):
     cfg, out = main_run
-    assert out["trials"] == 2 * 3 * 1 * 2 and out["failed_trials"] == 0
+    assert out["trials"] == 2 * 3 * 1 * 2 * 2 and out["failed_trials"] == 0
     table = out["table"]
-    for needle in ("| acc | baseline |", "| acc | frozen |", "| video+pose+acc | finetuned |", "100%", "±"):
+    for needle in ("| acc | none | baseline |", "| acc | supervised | frozen |",
+                   "| video+pose+acc | none | finetuned |", "100%", "±"):
         assert needle in table
     results = out["results"]
     summary = storage.read_json(storage.join(results, "summary.json"))
-    assert summary["trials"] == 12
+    assert summary["trials"] == 24
     png = storage.read_bytes(storage.join(results, "macro_f1.png"))
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     rows = storage.read_bytes(storage.join(results, "summary.csv")).decode().splitlines()
-    assert len(rows) == 1 + 2 * 3 and all(",2," in r for r in rows[1:])  # every cell aggregates 2 seeds
+    assert len(rows) == 1 + 2 * 3 * 2 and all(",2," in r for r in rows[1:])  # every cell aggregates 2 seeds
     tb = [p for p in storage.list_files(storage.join(cfg.run_dir, "tune")) if "events.out.tfevents" in p]
-    assert len(tb) >= 12
+    assert len(tb) >= 24
+    # calibration fitted against the pretraining corpus and saved with the run
+    for mode in ("supervised", "unsupervised"):
+        assert storage.exists(storage.join(cfg.run_dir, "calibration", "synthhar", mode, "acc.npz"))
+    # zero-shot: the shape of Table 3, per input and calibration
+    zs = storage.read_bytes(storage.join(results, "zeroshot.md")).decode()
+    for needle in ("top-1", "top-3", "| multimodal | acc | none |", "| multimodal | video+pose+acc | unsupervised |"):
+        assert needle in zs
     assert json.loads(json.dumps(summary))["failed_trials"] == 0

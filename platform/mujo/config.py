@@ -144,6 +144,9 @@ class EvaluateConfig(_Strict):
     cpus_per_trial: float = Field(1.0, gt=0)
     max_concurrent_trials: int | None = Field(None, ge=1)
     max_retries: int = Field(1, ge=0)
+    zero_shot: bool = Field(True, description="also report zero-shot top-1/3/5 Macro F1 (the paper's Table 3)")
+    zero_shot_calibrations: list[Literal["none", "unsupervised", "supervised"]] = Field(
+        default_factory=lambda: ["none", "unsupervised", "supervised"])
 
     @field_validator("inputs")
     @classmethod
@@ -162,6 +165,68 @@ class EvaluateConfig(_Strict):
         return v
 
 
+class SearchConfig(_Strict):
+    """The pretraining hyperparameter search (Ray Tune): search algorithm, ASHA early stopping, search space.
+
+    Every trial is one pretraining run (``pretrain`` section) with the sampled values put in; one Tune iteration is
+    one ``ray.train.report`` of that run (every ``pretrain.report_every_steps`` steps, at epoch ends and
+    checkpoints). A range ``[low, high]`` with ``low == high`` (or a one-element list) fixes that value.
+    """
+
+    algorithm: Literal["random", "optuna"] = Field("random", description="random search or Optuna's TPE sampler")
+    num_samples: int = Field(8, ge=1, description="number of trials")
+    max_concurrent_trials: int = Field(1, ge=1, description=(
+        "trials running at once; each runs pretrain.num_workers x pretrain.cpus_per_worker CPUs of Train workers "
+        "outside Tune's placement groups, plus Ray Data ingest: size it so they cannot take every CPU"))
+    trial_cpus: float = Field(0.0, ge=0, description=(
+        "CPUs reserved for the trial process itself (it only drives the trainer; 0 leaves every CPU to Train "
+        "workers and Ray Data)"))
+    max_retries: int = Field(1, ge=0, description="retries of a failed trial (it resumes from its last checkpoint)")
+    seed: int | None = Field(0, description="seed of the search algorithm (None: unseeded)")
+    metric: str = Field("val/R@1/mean", min_length=1, description=(
+        "the objective: a metric pretraining reports, e.g. val/R@1/mean, val/R@5/acc->text, loss_mean"))
+    mode: Literal["max", "min"] = "max"
+    grace_period: int = Field(4, ge=1, description="ASHA: Tune iterations before a trial can be stopped")
+    reduction_factor: float = Field(2.0, gt=1, description="ASHA: keep the best 1/reduction_factor at each rung")
+    max_t: int = Field(1000, ge=1, description=(
+        "ASHA: Tune iterations after which a trial is stopped (above a trial's report count, trials that "
+        "survive every rung run to their end)"))
+    # the search space
+    lr: tuple[float, float] = Field((1e-4, 3e-3), description="pretrain.lr: log-uniform in [low, high]")
+    proj_layers: list[int] = Field(default_factory=lambda: [1, 2, 3], description="model.proj_layers: choice")
+    proj_hidden: list[int] = Field(default_factory=lambda: [256, 512, 1280], description="model.proj_hidden: choice")
+    dropout: tuple[float, float] = Field((0.0, 0.3), description="model.dropout: uniform in [low, high]")
+    activation: list[Literal["relu", "gelu"]] = Field(default_factory=lambda: ["relu", "gelu"],
+                                                      description="model.activation: choice")
+    init_temperature: tuple[float, float] = Field((0.03, 0.1), description=(
+        "model.init_temperature: log-uniform in [low, high]"))
+    loss_form: list[Literal["all_pairs", "text_anchor"]] = Field(
+        default_factory=lambda: ["all_pairs", "text_anchor"], description="loss.form: choice")
+
+    @field_validator("lr", "dropout", "init_temperature")
+    @classmethod
+    def _range(cls, v: tuple[float, float], info) -> tuple[float, float]:
+        low, high = v
+        if low > high:
+            raise ValueError(f"range [{low}, {high}]: low must be <= high")
+        if info.field_name in ("lr", "init_temperature") and low <= 0:
+            raise ValueError(f"log-uniform range [{low}, {high}] must be > 0")
+        if info.field_name == "dropout" and not (0 <= low and high < 1):
+            raise ValueError(f"dropout range [{low}, {high}] must lie in [0, 1)")
+        return v
+
+    @field_validator("proj_layers", "proj_hidden", "activation", "loss_form")
+    @classmethod
+    def _choices(cls, v: list, info) -> list:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"{info.field_name} must be a non-empty list of distinct values; got {v}")
+        if info.field_name == "proj_layers" and any(not 1 <= n <= 4 for n in v):
+            raise ValueError(f"proj_layers must lie in 1..4; got {v}")
+        if info.field_name == "proj_hidden" and any(n < 8 for n in v):
+            raise ValueError(f"proj_hidden must be >= 8; got {v}")
+        return v
+
+
 class MainConfig(_Strict):
     run_name: str = Field("demo", pattern=r"^[A-Za-z0-9_.-]+$")
     storage: StorageConfig = StorageConfig()
@@ -172,6 +237,7 @@ class MainConfig(_Strict):
     loss: LossConfig = LossConfig()
     pretrain: PretrainConfig = PretrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    search: SearchConfig = SearchConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "MainConfig":

@@ -59,7 +59,7 @@ def load_arrays(manifest: dict, modalities: Sequence[str], splits: Iterable[str]
 
 def _calibration_view(modality: str, x: np.ndarray) -> np.ndarray:
     if modality == "pose":
-        return center_pose(torch.from_numpy(x)).numpy()
+        return center_pose(torch.from_numpy(np.require(x, requirements="W"))).numpy()
     return x
 
 

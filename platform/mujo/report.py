@@ -18,20 +18,22 @@ def _fraction_label(f: float) -> str:
 
 
 def aggregate(rows: Iterable[dict]) -> list[dict]:
-    """One row per (dataset, inputs, setting, fraction): mean, std and count of test Macro F1, failed trials."""
+    """One row per (dataset, inputs, calibration, setting, fraction): mean, std and count of test Macro F1, and the
+    number of failed trials."""
     cells: dict[tuple, dict] = defaultdict(lambda: {"scores": [], "failed": 0})
     for r in rows:
-        key = (r["dataset"], r["inputs"], r["setting"], float(r["fraction"]))
+        key = (r["dataset"], r["inputs"], r.get("calibration", "none"), r["setting"], float(r["fraction"]))
         if r["status"] == "ok":
             cells[key]["scores"].append(float(r["test_macro_f1"]))
         else:
             cells[key]["failed"] += 1
     out = []
-    for (dataset, inputs, setting, fraction), c in sorted(
-            cells.items(), key=lambda kv: (kv[0][0], kv[0][1], SETTING_ORDER.index(kv[0][2])
-                                           if kv[0][2] in SETTING_ORDER else 9, kv[0][3])):
+    for (dataset, inputs, calibration, setting, fraction), c in sorted(
+            cells.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], SETTING_ORDER.index(kv[0][3])
+                                           if kv[0][3] in SETTING_ORDER else 9, kv[0][4])):
         s = np.asarray(c["scores"])
-        out.append({"dataset": dataset, "inputs": inputs, "setting": setting, "fraction": fraction,
+        out.append({"dataset": dataset, "inputs": inputs, "calibration": calibration, "setting": setting,
+                    "fraction": fraction,
                     "mean": float(s.mean()) if len(s) else float("nan"),
                     "std": float(s.std(ddof=1)) if len(s) > 1 else 0.0, "n": int(len(s)), "failed": c["failed"]})
     return out
@@ -46,16 +48,19 @@ def markdown_table(agg: list[dict]) -> str:
         n = sorted({a["n"] for a in sub})
         lines.append(f"Macro F1 on held-out test subjects of `{dataset}` (mean ± std over {'/'.join(map(str, n))} "
                      f"seeds)\n")
-        lines.append("| inputs | setting | " + " | ".join(_fraction_label(f) for f in fractions) + " |")
-        lines.append("|---|---|" + "---|" * len(fractions))
+        calibrated = len({a["calibration"] for a in sub}) > 1
+        head = "| inputs | calibration | setting | " if calibrated else "| inputs | setting | "
+        lines.append(head + " | ".join(_fraction_label(f) for f in fractions) + " |")
+        lines.append("|---|---|" + ("---|" if calibrated else "") + "---|" * len(fractions))
         keys = []
         for a in sub:
-            if (a["inputs"], a["setting"]) not in keys:
-                keys.append((a["inputs"], a["setting"]))
-        for inputs, setting in keys:
+            if (a["inputs"], a["calibration"], a["setting"]) not in keys:
+                keys.append((a["inputs"], a["calibration"], a["setting"]))
+        for inputs, calibration, setting in keys:
             cells = []
             for f in fractions:
-                match = [a for a in sub if a["inputs"] == inputs and a["setting"] == setting and a["fraction"] == f]
+                match = [a for a in sub if a["inputs"] == inputs and a["setting"] == setting and a["fraction"] == f
+                         and a["calibration"] == calibration]
                 if not match:
                     cells.append("–")
                     continue
@@ -64,9 +69,26 @@ def markdown_table(agg: list[dict]) -> str:
                 if a["failed"]:
                     cell += f" ({a['failed']} failed)"
                 cells.append(cell)
-            lines.append(f"| {inputs} | {setting} | " + " | ".join(cells) + " |")
+            label = f"| {inputs} | {calibration} | {setting} | " if calibrated else f"| {inputs} | {setting} | "
+            lines.append(label + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def zero_shot_table(rows: list[dict]) -> str:
+    """The shape of the paper's Table 3: top-k Macro F1 per pretrained model, input modalities and calibration."""
+    if not rows:
+        return ""
+    ks = sorted({int(k[3:-9]) for r in rows for k in r if k.startswith("top") and k.endswith("_macro_f1")})
+    lines = ["Zero-shot Macro F1 on the test subjects (label texts embedded by the pretrained text branch; "
+             "\"No Activity\" = mean of the other labels)\n",
+             "| model | inputs | calibration | no activity | " + " | ".join(f"top-{k}" for k in ks) + " |",
+             "|---|---|---|---|" + "---|" * len(ks)]
+    for r in rows:
+        cells = [f"{r[f'top{k}_macro_f1']:.3f}" if f"top{k}_macro_f1" in r else "–" for k in ks]
+        lines.append(f"| {r['model']} | {r['inputs']} | {r['calibration']} | {r['no_activity']} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def to_csv(rows: list[dict]) -> str:

@@ -13,9 +13,9 @@ from mujo.config import MainConfig, dump_config
 from mujo.pipelines.generate import generate
 from mujo.pipelines.preprocess import preprocess
 from mujo.raysession import init_ray
-from mujo.report import aggregate, box_plot, markdown_table, to_csv
+from mujo.report import aggregate, box_plot, markdown_table, to_csv, zero_shot_table
 from mujo.train.pretrain import pretrain
-from mujo.tune.fanout import run_fanout
+from mujo.tune.fanout import prepare_data, run_fanout
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,23 @@ def prepare(cfg: MainConfig) -> str:
     storage.write_text(storage.join(run_dir, "config.yaml"), dump_config(cfg))
     init_ray(cfg.ray)
     return run_dir
+
+
+def run_zero_shot(cfg: MainConfig, artefacts: str | dict[str, str], manifest: dict, data: dict) -> list[dict]:
+    """Zero-shot rows for each pretrained artefact ({name: path}), each input group and single modality, and
+    each calibration of ``data`` (from :func:`mujo.tune.fanout.prepare_data`)."""
+    from mujo.data.text import TextEmbedder
+    from mujo.evaluation import zero_shot
+    from mujo.models import load_pretrained
+
+    if isinstance(artefacts, str):
+        artefacts = {"multimodal": artefacts}
+    models = {name: load_pretrained(path) for name, path in artefacts.items()}
+    groups = [[m] for m in sorted({m for g in cfg.evaluate.inputs for m in g})]
+    groups += [g for g in cfg.evaluate.inputs if len(g) > 1]
+    embedder = TextEmbedder()
+    return [row for mode in cfg.evaluate.zero_shot_calibrations
+            for row in zero_shot(models, data[mode]["test"], manifest["labels"], groups, embedder, calibration=mode)]
 
 
 def run_main(cfg: MainConfig) -> dict:
@@ -48,11 +65,19 @@ def run_main(cfg: MainConfig) -> dict:
             raise ValueError(f"dataset '{needed}' is not among generate.datasets {list(manifests)}")
     result, artefact = pretrain(cfg, manifests[cfg.pretrain.dataset])
     mark("pretrain")
-    rows = run_fanout(cfg, artefact, manifests[cfg.evaluate.dataset])
+    eval_manifest = manifests[cfg.evaluate.dataset]
+    data = prepare_data(cfg, eval_manifest, manifests[cfg.pretrain.dataset])
+    rows = run_fanout(cfg, artefact, eval_manifest, data)
     mark("finetune")
     agg = aggregate(rows)
     table = markdown_table(agg)
     out = storage.join(run_dir, "results")
+    if cfg.evaluate.zero_shot:
+        zs = run_zero_shot(cfg, artefact, eval_manifest, data)
+        storage.write_text(storage.join(out, "zeroshot.md"), zero_shot_table(zs))
+        storage.write_text(storage.join(out, "zeroshot.csv"), to_csv(zs))
+        table += "\n" + zero_shot_table(zs)
+        mark("zero-shot")
     storage.write_text(storage.join(out, "results.md"), table)
     storage.write_text(storage.join(out, "trials.csv"), to_csv(rows))
     storage.write_text(storage.join(out, "summary.csv"), to_csv(agg))

@@ -13,13 +13,10 @@ import logging
 from functools import lru_cache
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-
 from mujo import storage
 from mujo.config import EvaluateConfig, MainConfig
 from mujo.finetune import FinetuneConfig, sample_label_fraction, train_classifier
-from mujo.schema import MASK_COLUMNS, check_shards, read_shard, to_numpy_tensor
+from mujo.evaluation import apply_calibration, fit_calibration, load_arrays, reference_for, save_calibration
 
 log = logging.getLogger(__name__)
 INPUT_SEP = "+"
@@ -29,23 +26,24 @@ def input_key(inputs: list[str]) -> str:
     return INPUT_SEP.join(inputs)
 
 
-def load_arrays(manifest: dict, modalities: list[str]) -> dict[str, tuple[dict[str, np.ndarray], np.ndarray]]:
-    """Every split of a preprocessed dataset as (arrays by modality, class ids); refuses samples lacking an input."""
+def prepare_data(cfg: MainConfig, manifest: dict, reference_manifest: dict | None = None) -> dict[str, dict]:
+    """The evaluation dataset's splits once per calibration mode (``none`` = as recorded). Calibrations are fitted
+    against the pretraining corpus (``reference_manifest``) and saved under ``<run>/calibration/<dataset>/<mode>``."""
+    ecfg = cfg.evaluate
+    modalities = sorted({m for group in ecfg.inputs for m in group})
+    data = load_arrays(manifest, modalities, ["train", "val", "test"])
     out = {}
-    for split, shards in manifest["shards"].items():
-        check_shards(shards)
-        table = pa.concat_tables([read_shard(s).select([*modalities, *(MASK_COLUMNS[m] for m in modalities),
-                                                        "class_id"]) for s in shards])
-        for m in modalities:
-            present = table.column(MASK_COLUMNS[m]).to_numpy()
-            if not present.all():
-                raise ValueError(f"{manifest['dataset']}/{split}: {int((~present).sum())} sample(s) lack '{m}'; "
-                                 f"evaluate with inputs that every sample has, or filter the dataset")
-        out[split] = ({m: to_numpy_tensor(table.column(m)) for m in modalities},
-                      table.column("class_id").to_numpy().astype(np.int64))
-    missing = {"train", "val", "test"} - set(out)
-    if missing:
-        raise ValueError(f"dataset {manifest['dataset']} lacks split(s) {sorted(missing)} needed for evaluation")
+    modes = list(dict.fromkeys([*ecfg.calibrations, *(ecfg.zero_shot_calibrations if ecfg.zero_shot else [])]))
+    for mode in modes:
+        if mode == "none":
+            out[mode] = data
+            continue
+        if reference_manifest is None:
+            raise ValueError(f"calibration '{mode}' needs the pretraining dataset's manifest as its reference")
+        reference = reference_for(reference_manifest, manifest["labels"], modalities)
+        calibrators = fit_calibration(mode, data, reference, modalities)
+        save_calibration(calibrators, storage.join(cfg.run_dir, "calibration", manifest["dataset"], mode))
+        out[mode] = apply_calibration(calibrators, data)
     return out
 
 
@@ -64,6 +62,7 @@ def finetune_trial(config: dict[str, Any], data: dict, pretrained: str, evaluate
 
     ecfg = EvaluateConfig.model_validate(evaluate)
     inputs = config["inputs"].split(INPUT_SEP)
+    data = data[config["calibration"]]
     x_train, y_train = data["train"]
     idx = sample_label_fraction(y_train, config["fraction"], seed=config["seed"])
     split = {"train": ({m: x_train[m][idx] for m in inputs}, y_train[idx])}
@@ -97,20 +96,23 @@ def param_space(ecfg: EvaluateConfig) -> dict:
         "setting": tune.grid_search(list(ecfg.settings)),
         "fraction": tune.grid_search(list(ecfg.fractions)),
         "seed": tune.grid_search(list(range(ecfg.seeds))),
+        "calibration": tune.grid_search(list(ecfg.calibrations)),
     }
 
 
-def run_fanout(cfg: MainConfig, pretrained: str, manifest: dict, name: str | None = None) -> list[dict]:
-    """Run every trial; return one row per trial (its config, final metrics, status and error if any)."""
+def run_fanout(cfg: MainConfig, pretrained: str, manifest: dict, data: dict[str, dict] | None = None,
+               name: str | None = None) -> list[dict]:
+    """Run every trial; return one row per trial (its config, final metrics, status and error if any).
+
+    ``data`` is :func:`prepare_data`'s output (computed here when not given; calibrations other than ``none`` need
+    it computed with the pretraining manifest)."""
     import pyarrow.fs
     import ray
     from ray import tune
 
     ecfg = cfg.evaluate
-    if ecfg.calibrations != ["none"]:
-        raise NotImplementedError("calibration as a fan-out axis is not available yet; use calibrations: [none]")
-    modalities = sorted({m for group in ecfg.inputs for m in group})
-    data = load_arrays(manifest, modalities)
+    data = data if data is not None else prepare_data(cfg, manifest)
+    data = {mode: data[mode] for mode in ecfg.calibrations}  # only what the trials use goes to the object store
     num_classes = len(manifest["labels"])
     trainable = tune.with_resources(
         tune.with_parameters(finetune_trial, data=data, pretrained=pretrained,
@@ -136,7 +138,8 @@ def run_fanout(cfg: MainConfig, pretrained: str, manifest: dict, name: str | Non
         metrics = r.metrics or {}
         failed = r.error is not None or not metrics.get("done", False)
         rows.append({
-            "dataset": manifest["dataset"], **{k: r.config[k] for k in ("inputs", "setting", "fraction", "seed")},
+            "dataset": manifest["dataset"],
+            **{k: r.config[k] for k in ("inputs", "setting", "fraction", "seed", "calibration")},
             "status": "failed" if failed else "ok",
             "error": _error_line(r.error),
             **{k: metrics.get(k) for k in ("test_macro_f1", "val_macro_f1", "best_epoch", "epoch",

@@ -1,0 +1,361 @@
+"""The pretraining hyperparameter search on Ray Tune: random search or Optuna (TPE), ASHA early stopping.
+
+Under Ray Train V2 a Tune trial cannot be a trainer (``Tuner(trainer)`` is gone): each trial is a function trainable
+that builds its own :class:`~mujo.config.MainConfig` from the sampled values (validated like any config) and runs
+:func:`mujo.train.pretrain.pretrain`, whose reports reach Tune through a ``TuneReportCallback`` (one
+``ray.train.report`` = one Tune iteration, what ASHA counts).
+
+- The search space (``search`` section): ``pretrain.lr`` (log-uniform), ``model.proj_layers``,
+  ``model.proj_hidden``, ``model.dropout`` (uniform), ``model.activation``, ``model.init_temperature``
+  (log-uniform) and ``loss.form`` (all pairs vs text anchor). A fixed value (range ``[x, x]`` or a one-element
+  list) is applied to every trial's config rather than searched.
+- The objective (``search.metric``, default ``val/R@1/mean``) is a validation retrieval metric computed at epoch
+  ends only. Tune requires the metric in every result (strict metric checking), and ASHA decides on whatever result
+  first passes each rung, so the report callback carries the last validation metrics forward into every later report
+  (``val_reported`` says whether the value is new: 1 at epoch ends, 0 when carried). Before the first validation
+  the objective is NaN (ASHA neither stops a trial on it nor uses it in cut-offs; ``grace_period`` should reach
+  past the first epoch — :func:`run_search` warns when it does not).
+- Resources: the trial process only drives the trainer and reserves no CPU by default (``search.trial_cpus``; a
+  token amount of memory keeps Tune's placement group valid). Train's worker group is *not* inside Tune's
+  placement group, so ``search.max_concurrent_trials`` bounds what the trials take:
+  ``pretrain.num_workers x pretrain.cpus_per_worker`` each, and Ray Data's ingest needs whole CPUs beside them.
+- Names: a trial's Train run is ``<experiment>-<trial id>`` under ``<run_dir>/train`` (unique per trial, stable
+  across a retry of the trial, which therefore resumes from the trial's last checkpoint); its final model artefact
+  goes to ``<run_dir>/search/models/<experiment>/<trial id>``.
+- Every trial writes TensorBoard event files (Tune's TBX logger) into its trial folder under
+  ``<run_dir>/search/<experiment>/``: ``tensorboard --logdir <run_dir>/search`` shows the trials side by side. Tags
+  are ``ray/tune/<metric>``, with characters outside ``[-/\\w.]`` replaced by ``_`` by tensorboardX (so
+  ``val/R@1/mean`` appears as ``ray/tune/val/R_1/mean``).
+- Results: ``<run_dir>/search/trials.json`` (one row per trial) and ``<run_dir>/search/best.json``: the best
+  trial's full config, metric value and model artefact — the trial's final artefact when it ran to its end, else
+  its last checkpoint (every checkpoint is a loadable artefact) — also copied to ``<run_dir>/search/best_model``
+  (what a next job loads with :func:`mujo.models.load_pretrained`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from mujo import storage
+from mujo.config import MainConfig, SearchConfig
+from mujo.models.mujo import ARTEFACT_CONFIG, ARTEFACT_WEIGHTS
+
+log = logging.getLogger(__name__)
+
+# search dimension -> (config section, field)
+DIMENSIONS: dict[str, tuple[str, str]] = {
+    "lr": ("pretrain", "lr"),
+    "proj_layers": ("model", "proj_layers"),
+    "proj_hidden": ("model", "proj_hidden"),
+    "dropout": ("model", "dropout"),
+    "activation": ("model", "activation"),
+    "init_temperature": ("model", "init_temperature"),
+    "loss_form": ("loss", "form"),
+}
+LOG_UNIFORM = ("lr", "init_temperature")
+UNIFORM = ("dropout",)
+CHECKPOINT_KEY = "checkpoint_path"      # what TuneReportCallback adds to a report that saved a checkpoint
+LAST_CHECKPOINT_KEY = "last_checkpoint"  # carried forward by our callback
+FRESH_KEY = "val_reported"
+TRIAL_MEMORY_BYTES = 2**20               # Tune needs a non-empty placement group; with trial_cpus=0 this is it
+
+
+def split_space(sc: SearchConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(fixed values, searched dimensions as (kind, spec)) of the search section."""
+    fixed: dict[str, Any] = {}
+    searched: dict[str, Any] = {}
+    for dim in DIMENSIONS:
+        value = getattr(sc, dim)
+        if isinstance(value, tuple):
+            low, high = value
+            if low == high:
+                fixed[dim] = low
+            else:
+                searched[dim] = ("loguniform" if dim in LOG_UNIFORM else "uniform", (low, high))
+        elif len(value) == 1:
+            fixed[dim] = value[0]
+        else:
+            searched[dim] = ("choice", list(value))
+    return fixed, searched
+
+
+def apply_values(cfg: MainConfig, values: dict[str, Any]) -> MainConfig:
+    """A copy of ``cfg`` with search dimensions set, validated like a loaded config (pydantic errors propagate)."""
+    tree = cfg.model_dump(mode="json")
+    for dim, value in values.items():
+        section, field = DIMENSIONS[dim]
+        tree[section][field] = value
+    return MainConfig.model_validate(tree)
+
+
+def check_space(cfg: MainConfig) -> None:
+    """Fail before any trial starts when some value of the space makes an invalid config (e.g. text_anchor
+    without the text modality)."""
+    sc = cfg.search
+    for dim in DIMENSIONS:
+        value = getattr(sc, dim)
+        for v in (value if isinstance(value, list) else list(value)):
+            try:
+                apply_values(cfg, {dim: v})
+            except ValueError as exc:
+                raise ValueError(f"search.{dim}: value {v!r} makes an invalid config: {exc}") from None
+
+
+def param_space(sc: SearchConfig) -> dict:
+    from ray import tune
+
+    space = {}
+    for dim, (kind, spec) in split_space(sc)[1].items():
+        if kind == "choice":
+            space[dim] = tune.choice(spec)
+        elif kind == "loguniform":
+            space[dim] = tune.loguniform(*spec)
+        else:
+            space[dim] = tune.uniform(*spec)
+    return space
+
+
+def steps_per_epoch(cfg: MainConfig, manifest: dict) -> int:
+    """What :func:`mujo.train.pretrain.train_loop` computes."""
+    world = max(cfg.pretrain.num_workers, 1)
+    return max(manifest["rows"]["train"] // (cfg.pretrain.batch_size * world), 1)
+
+
+def report_steps(cfg: MainConfig, manifest: dict) -> list[int]:
+    """The steps at which a pretraining run reports (= its Tune iterations), as in ``train_loop``."""
+    pc = cfg.pretrain
+    spe = steps_per_epoch(cfg, manifest)
+    total = spe * pc.epochs
+    return [s for s in range(1, total + 1)
+            if s % pc.checkpoint_every_steps == 0 or s == total or s % spe == 0 or s % pc.report_every_steps == 0]
+
+
+def expected_iterations(cfg: MainConfig, manifest: dict) -> int:
+    """Tune iterations of a trial that runs to its end (no retry)."""
+    return len(report_steps(cfg, manifest))
+
+
+def first_validation_iteration(cfg: MainConfig, manifest: dict) -> int:
+    """The Tune iteration that first carries validation metrics (the end of the first epoch)."""
+    return report_steps(cfg, manifest).index(steps_per_epoch(cfg, manifest)) + 1
+
+
+def validation_keys(modalities) -> list[str]:
+    """The validation metrics pretraining reports at epoch ends (a pair lacking samples may be absent)."""
+    pairs = [f"{a}->{b}" for a in modalities for b in modalities if a != b]
+    return ["val/R@1/mean"] + [f"val/R@{k}/{p}" for k in (1, 5) for p in pairs]
+
+
+def _carry_forward_callback(metric: str, modalities) -> Any:
+    """A TuneReportCallback that puts the last validation metrics (and checkpoint) into every report.
+
+    Before the first validation the validation keys are NaN: present from the first result on (Tune's CSV logger
+    fixes its columns at the first result; its TensorBoard logger skips NaN)."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    class CarryForwardReportCallback(TuneReportCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self._last_val: dict[str, Any] = {k: float("nan") for k in validation_keys(modalities)}
+            self._last_checkpoint: str | None = None
+
+        def after_report(self, run_context, metrics, checkpoint):  # runs in the Train controller
+            out = dict(metrics[0])
+            fresh = {k: v for k, v in out.items() if k.startswith("val/")}
+            if fresh:
+                self._last_val = {**{k: float("nan") for k in self._last_val}, **fresh}
+            for k, v in self._last_val.items():
+                out.setdefault(k, v)
+            out[FRESH_KEY] = int(bool(fresh))
+            if checkpoint:
+                out[CHECKPOINT_KEY] = checkpoint.path
+                self._last_checkpoint = checkpoint.path
+            if self._last_checkpoint:
+                out[LAST_CHECKPOINT_KEY] = self._last_checkpoint
+            if metric not in out:  # nothing to carry yet (before the first validation)
+                out[metric] = float("nan")
+            self._training_actor_item_queue.put(out)
+
+    return CarryForwardReportCallback()
+
+
+def search_trial(config: dict[str, Any], base: dict, manifest: dict, experiment: str, models_root: str) -> None:
+    """One Tune trial (a function trainable): one pretraining run with the sampled values."""
+    from ray import tune
+
+    from mujo.train.pretrain import pretrain
+
+    cfg = MainConfig.model_validate(base)
+    trial_cfg = apply_values(cfg, {k: v for k, v in config.items() if k in DIMENSIONS})
+    trial_id = tune.get_context().get_trial_id()
+    pretrain(trial_cfg, manifest, name=f"{experiment}-{trial_id}",
+             callbacks=[_carry_forward_callback(cfg.search.metric, trial_cfg.model.modalities)],
+             artefact=storage.join(models_root, trial_id))
+
+
+def _with_absolute_root(cfg: MainConfig) -> MainConfig:
+    """Trials run in their own working directory: make a local storage root absolute for them."""
+    import os
+
+    if storage.is_s3(cfg.storage.root):
+        return cfg
+    return cfg.model_copy(update={"storage": cfg.storage.model_copy(update={"root": os.path.abspath(
+        cfg.storage.root)})})
+
+
+def _storage_uri(path: str | None, like: str) -> str | None:
+    """A path Ray reports on the storage filesystem -> a URI of the same kind as ``like``."""
+    if not path:
+        return None
+    if storage.is_s3(like) and not storage.is_s3(path):
+        return "s3://" + path.lstrip("/")
+    return path
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _error_line(error: BaseException | None) -> str:
+    if error is None:
+        return ""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:300]
+
+
+def copy_artefact(src: str, dst: str) -> None:
+    """Copy the files a model artefact consists of (not a checkpoint's training state)."""
+    for name in (ARTEFACT_CONFIG, ARTEFACT_WEIGHTS, "history.json"):
+        if name == "history.json" and not storage.exists(storage.join(src, name)):
+            continue
+        storage.write_bytes(storage.join(dst, name), storage.read_bytes(storage.join(src, name)))
+
+
+def run_search(cfg: MainConfig, manifest: dict, name: str | None = None) -> dict:
+    """Run the search on a preprocessed pretraining dataset; write ``trials.json``, ``best.json`` and
+    ``best_model`` under ``<run_dir>/search``; return the summary (``best``, ``trials``, paths)."""
+    import pyarrow.fs
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    cfg = _with_absolute_root(cfg)
+    sc = cfg.search
+    check_space(cfg)
+    fixed, _ = split_space(sc)
+    base = apply_values(cfg, fixed)
+    name = name or f"{cfg.run_name}-search"
+    run_dir = cfg.run_dir
+    root = storage.join(run_dir, "search")
+    models_root = storage.join(root, "models", name)
+    storage.makedirs(root)
+    fs, path = storage.filesystem(root)
+
+    full = expected_iterations(base, manifest)
+    first_val = first_validation_iteration(base, manifest)
+    if sc.grace_period < first_val:
+        log.warning("search.grace_period=%d is before the first validation (Tune iteration %d): ASHA's first rung "
+                    "sees no value of %s", sc.grace_period, first_val, sc.metric)
+    space = param_space(sc)
+    if sc.algorithm == "optuna" and space:
+        from optuna.samplers import TPESampler
+        from ray.tune.search.optuna import OptunaSearch
+
+        search_alg = OptunaSearch(sampler=TPESampler(seed=sc.seed))
+    else:
+        if sc.algorithm == "optuna":
+            log.warning("search: every dimension is fixed; nothing for Optuna to search, sampling directly")
+        search_alg = BasicVariantGenerator(random_state=sc.seed)
+    pc = cfg.pretrain
+    cpus = ray.cluster_resources().get("CPU", 0)
+    need = sc.max_concurrent_trials * (pc.num_workers * pc.cpus_per_worker + sc.trial_cpus)
+    if cpus and need > cpus - 1:
+        log.warning("search: %d concurrent trial(s) take %.1f of %.0f CPUs, leaving less than one for Ray Data "
+                    "ingest (trials may stall); lower search.max_concurrent_trials", sc.max_concurrent_trials,
+                    need, cpus)
+    resources = {"cpu": sc.trial_cpus} if sc.trial_cpus > 0 else {"cpu": 0, "memory": TRIAL_MEMORY_BYTES}
+    trainable = tune.with_resources(
+        tune.with_parameters(search_trial, base=base.model_dump(mode="json"), manifest=manifest, experiment=name,
+                             models_root=models_root),
+        resources)
+    tuner = tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            metric=sc.metric, mode=sc.mode, num_samples=sc.num_samples, search_alg=search_alg,
+            scheduler=ASHAScheduler(time_attr="training_iteration", grace_period=sc.grace_period,
+                                    reduction_factor=sc.reduction_factor, max_t=sc.max_t),
+            max_concurrent_trials=sc.max_concurrent_trials),
+        run_config=tune.RunConfig(
+            name=name, storage_path=path,
+            storage_filesystem=None if isinstance(fs, pyarrow.fs.LocalFileSystem) else fs,
+            failure_config=tune.FailureConfig(max_failures=sc.max_retries), verbose=0),
+    )
+    grid = tuner.fit()
+
+    rows = []
+    for r in grid:
+        metrics = r.metrics or {}
+        trial_id = metrics.get("trial_id") or (r.path.rstrip("/").split("/")[-1])
+        values = {**fixed, **{k: v for k, v in r.config.items() if k in DIMENSIONS}}
+        final = storage.join(models_root, trial_id)
+        completed = storage.exists(storage.join(final, ARTEFACT_CONFIG))
+        artefact = final if completed else _storage_uri(metrics.get(LAST_CHECKPOINT_KEY), run_dir)
+        iterations = metrics.get("training_iteration", 0)
+        try:
+            history = r.metrics_dataframe
+            series = history[sc.metric].dropna() if history is not None and sc.metric in history else None
+        except Exception:  # noqa: BLE001 - a trial that never reported has no history
+            series = None
+        best_seen = None
+        if series is not None and len(series):
+            best_seen = float(series.max() if sc.mode == "max" else series.min())
+        rows.append({
+            "trial_id": trial_id, "values": values,
+            "status": "failed" if r.error is not None else ("completed" if completed else "stopped"),
+            "error": _error_line(r.error),
+            "iterations": iterations, "expected_iterations": full,
+            "stopped_early": r.error is None and not completed and iterations < full,
+            "step": metrics.get("step"), "epoch": metrics.get("epoch"),
+            "metric": metrics.get(sc.metric) if _finite(metrics.get(sc.metric)) else None,
+            "metric_best_seen": best_seen,
+            "artefact": artefact, "trial_path": r.path,
+        })
+    storage.write_json(storage.join(root, "trials.json"), rows)
+    log.info("search %s: %d trials (%d completed, %d stopped early, %d failed)", name, len(rows),
+             sum(r["status"] == "completed" for r in rows), sum(r["stopped_early"] for r in rows),
+             sum(r["status"] == "failed" for r in rows))
+
+    candidates = [r for r in rows if r["status"] != "failed" and r["metric"] is not None and r["artefact"]]
+    if not candidates:
+        raise RuntimeError(f"search {name}: no trial reported {sc.metric} with a model artefact; see "
+                           f"{storage.join(root, 'trials.json')}")
+    sign = 1.0 if sc.mode == "max" else -1.0
+    # by the last reported value (what ASHA compared); ties favour a trial that ran to its end
+    best = max(candidates, key=lambda r: (sign * r["metric"], r["status"] == "completed"))
+    best_model = storage.join(root, "best_model")
+    copy_artefact(best["artefact"], best_model)
+    best_cfg = apply_values(base, best["values"])
+    summary = {
+        "experiment": name, "metric": sc.metric, "mode": sc.mode, "value": best["metric"],
+        "trial_id": best["trial_id"], "status": best["status"], "step": best["step"],
+        "values": best["values"], "config": best_cfg.model_dump(mode="json"),
+        "artefact": best_model, "source_artefact": best["artefact"], "trial_path": best["trial_path"],
+        "tensorboard_logdir": storage.join(root, name),
+    }
+    storage.write_json(storage.join(root, "best.json"), summary)
+    return {"best": summary, "trials": rows, "best_json": storage.join(root, "best.json"),
+            "trials_json": storage.join(root, "trials.json"), "experiment_path": storage.join(root, name)}
+
+
+def load_best(run_dir: str) -> dict:
+    """The best trial of the run's search (``best.json``): ``config`` validates as a MainConfig, ``artefact``
+    loads with :func:`mujo.models.load_pretrained`."""
+    return storage.read_json(storage.join(run_dir, "search", "best.json"))
+
+
+__all__ = ["run_search", "load_best", "search_trial", "param_space", "apply_values", "expected_iterations",
+           "first_validation_iteration", "report_steps"]
