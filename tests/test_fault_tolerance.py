@@ -33,8 +33,12 @@ CONFIG = [
 
 
 def train_worker_pids() -> list[int]:
-    out = subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+    """Ray Train worker processes of THIS test session's Ray (children of its raylet), never anyone else's."""
+    import ray._private.worker
+
+    raylet = ray._private.worker._global_node.all_processes["raylet"][0].process.pid
+    out = subprocess.run(["pgrep", "-P", str(raylet), "-f", "RayTrainWorker"], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
 
 
 def checkpoint_dirs(root: str) -> list[str]:
