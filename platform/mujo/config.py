@@ -130,6 +130,7 @@ class PretrainConfig(_Strict):
 
 class EvaluateConfig(_Strict):
     dataset: str = "synthhar"
+    pretrained: str | None = Field(None, description="model artefact to evaluate (default <run>/pretrain/model)")
     inputs: list[list[str]] = Field(default_factory=lambda: [["acc"], ["video", "pose", "acc"]])
     settings: list[Literal["baseline", "frozen", "finetuned"]] = Field(
         default_factory=lambda: ["baseline", "frozen", "finetuned"])

@@ -47,6 +47,36 @@ def run_zero_shot(cfg: MainConfig, artefacts: str | dict[str, str], manifest: di
             for row in zero_shot(models, data[mode]["test"], manifest["labels"], groups, embedder, calibration=mode)]
 
 
+def run_evaluation(cfg: MainConfig, artefact: str, manifest: dict, reference_manifest: dict | None = None) -> dict:
+    """Fan-out (and zero-shot) of one pretrained artefact on one preprocessed dataset; writes the results folder.
+
+    ``reference_manifest`` (the pretraining corpus) is needed for calibrations other than ``none``."""
+    data = prepare_data(cfg, manifest, reference_manifest)
+    rows = run_fanout(cfg, artefact, manifest, data)
+    table = markdown_table(aggregate(rows))
+    out = storage.join(cfg.run_dir, "results", manifest["dataset"])
+    storage.write_text(storage.join(out, "results.md"), table)
+    storage.write_text(storage.join(out, "trials.csv"), to_csv(rows))
+    storage.write_text(storage.join(out, "summary.csv"), to_csv(aggregate(rows)))
+    storage.write_bytes(storage.join(out, "macro_f1.png"), box_plot(rows))
+    if cfg.evaluate.zero_shot:
+        zs = run_zero_shot(cfg, artefact, manifest, data)
+        storage.write_text(storage.join(out, "zeroshot.md"), zero_shot_table(zs))
+        storage.write_text(storage.join(out, "zeroshot.csv"), to_csv(zs))
+        table += "\n" + zero_shot_table(zs)
+    return {"rows": rows, "table": table, "results": out}
+
+
+def ensure_manifest(cfg: MainConfig, dataset: str, video_dim: int = 512) -> dict:
+    """The dataset's manifest, preprocessing its raw clips first if that has not happened yet."""
+    from mujo.pipelines.preprocess import read_manifest
+
+    try:
+        return read_manifest(cfg.run_dir, dataset)
+    except storage.StorageError:
+        return preprocess({dataset: video_dim}, cfg.run_dir, cfg.preprocess)[dataset]
+
+
 def run_main(cfg: MainConfig) -> dict:
     t0 = time.time()
     run_dir = prepare(cfg)
@@ -65,23 +95,9 @@ def run_main(cfg: MainConfig) -> dict:
             raise ValueError(f"dataset '{needed}' is not among generate.datasets {list(manifests)}")
     result, artefact = pretrain(cfg, manifests[cfg.pretrain.dataset])
     mark("pretrain")
-    eval_manifest = manifests[cfg.evaluate.dataset]
-    data = prepare_data(cfg, eval_manifest, manifests[cfg.pretrain.dataset])
-    rows = run_fanout(cfg, artefact, eval_manifest, data)
-    mark("finetune")
-    agg = aggregate(rows)
-    table = markdown_table(agg)
-    out = storage.join(run_dir, "results")
-    if cfg.evaluate.zero_shot:
-        zs = run_zero_shot(cfg, artefact, eval_manifest, data)
-        storage.write_text(storage.join(out, "zeroshot.md"), zero_shot_table(zs))
-        storage.write_text(storage.join(out, "zeroshot.csv"), to_csv(zs))
-        table += "\n" + zero_shot_table(zs)
-        mark("zero-shot")
-    storage.write_text(storage.join(out, "results.md"), table)
-    storage.write_text(storage.join(out, "trials.csv"), to_csv(rows))
-    storage.write_text(storage.join(out, "summary.csv"), to_csv(agg))
-    storage.write_bytes(storage.join(out, "macro_f1.png"), box_plot(rows))
+    evaluation = run_evaluation(cfg, artefact, manifests[cfg.evaluate.dataset], manifests[cfg.pretrain.dataset])
+    mark("evaluate")
+    rows, table, out = evaluation["rows"], evaluation["table"], evaluation["results"]
     final = (result.metrics or {}) if result is not None else {}
     summary = {"run_dir": run_dir, "artefact": artefact, "timings_s": timings,
                "pretrain": {k: v for k, v in final.items() if k in ("step", "loss", "temperature")
