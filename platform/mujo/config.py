@@ -203,6 +203,9 @@ class SearchConfig(_Strict):
         "model.init_temperature: log-uniform in [low, high]"))
     loss_form: list[Literal["all_pairs", "text_anchor"]] = Field(
         default_factory=lambda: ["all_pairs", "text_anchor"], description="loss.form: choice")
+    points: list[dict[str, float | int | str]] = Field(default_factory=list, description=(
+        "configurations to evaluate first (e.g. the current defaults), each a mapping of some of the dimensions "
+        "above (lr, proj_layers, ...) to values; the others are sampled. They count towards num_samples"))
 
     @field_validator("lr", "dropout", "init_temperature")
     @classmethod
@@ -215,6 +218,20 @@ class SearchConfig(_Strict):
         if info.field_name == "dropout" and not (0 <= low and high < 1):
             raise ValueError(f"dropout range [{low}, {high}] must lie in [0, 1)")
         return v
+
+    @model_validator(mode="after")
+    def _points_in_space(self) -> "SearchConfig":
+        names = ("lr", "proj_layers", "proj_hidden", "dropout", "activation", "init_temperature", "loss_form")
+        for point in self.points:
+            if not point or set(point) - set(names):
+                raise ValueError(f"search.points: each point maps some of {list(names)} to values; got {point}")
+            for name, value in point.items():
+                space = getattr(self, name)
+                inside = (isinstance(value, (int, float)) and space[0] <= value <= space[1]) \
+                    if isinstance(space, tuple) else value in space
+                if not inside:
+                    raise ValueError(f"search.points: {name}={value!r} lies outside search.{name} {list(space)}")
+        return self
 
     @field_validator("proj_layers", "proj_hidden", "activation", "loss_form")
     @classmethod

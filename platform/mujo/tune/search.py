@@ -8,7 +8,8 @@ that builds its own :class:`~mujo.config.MainConfig` from the sampled values (va
 - The search space (``search`` section): ``pretrain.lr`` (log-uniform), ``model.proj_layers``,
   ``model.proj_hidden``, ``model.dropout`` (uniform), ``model.activation``, ``model.init_temperature``
   (log-uniform) and ``loss.form`` (all pairs vs text anchor). A fixed value (range ``[x, x]`` or a one-element
-  list) is applied to every trial's config rather than searched.
+  list) is applied to every trial's config rather than searched. ``search.points`` are evaluated first (e.g. the
+  current defaults); random search samples the rest, Optuna (TPE) learns from every finished trial.
 - The objective (``search.metric``, default ``val/R@1/mean``) is a validation retrieval metric computed at epoch
   ends only. Tune requires the metric in every result (strict metric checking), and ASHA decides on whatever result
   first passes each rung, so the report callback carries the last validation metrics forward into every later report
@@ -19,6 +20,10 @@ that builds its own :class:`~mujo.config.MainConfig` from the sampled values (va
   token amount of memory keeps Tune's placement group valid). Train's worker group is *not* inside Tune's
   placement group, so ``search.max_concurrent_trials`` bounds what the trials take:
   ``pretrain.num_workers x pretrain.cpus_per_worker`` each, and Ray Data's ingest needs whole CPUs beside them.
+- Stopping: when Tune stops a trial (ASHA), the trial's cleanup first aborts its Train run through the Train
+  controller (an internal controller callback hands the controller's actor handle to the trial), so the worker group
+  and its placement group are released at once; otherwise the killed trial takes its controller down ungracefully
+  and the workers' placement group stays reserved (Ray Train's cleaner needs the State API, i.e. a dashboard).
 - Names: a trial's Train run is ``<experiment>-<trial id>`` under ``<run_dir>/train`` (unique per trial, stable
   across a retry of the trial, which therefore resumes from the trial's last checkpoint); its final model artefact
   goes to ``<run_dir>/search/models/<experiment>/<trial id>``.
@@ -181,18 +186,103 @@ def _carry_forward_callback(metric: str, modalities) -> Any:
     return CarryForwardReportCallback()
 
 
-def search_trial(config: dict[str, Any], base: dict, manifest: dict, experiment: str, models_root: str) -> None:
+def _controller_handle_callback(queue) -> Any:
+    """An (internal) Train controller callback that sends the controller's own actor handle to ``queue``."""
+    from ray.train.v2._internal.execution.callback import ControllerCallback
+
+    class ControllerHandleCallback(ControllerCallback):
+        def __init__(self, q) -> None:
+            self._q = q
+
+        def after_controller_start(self, train_run_context) -> None:  # runs in the controller
+            import ray
+
+            self._q.actor.put_nowait.remote(ray.get_runtime_context().current_actor)
+
+    return ControllerHandleCallback(queue)
+
+
+# The running trial of this (trial) process: its status, thread, expected iterations, controller handle queue.
+_TRIAL: dict[str, Any] = {}
+
+
+def _abort_running_train(iterations_done: int) -> None:
+    """Stop the trial's Train run gracefully (worker group and its placement group removed).
+
+    When Tune stops a trial (ASHA), it ends the trial's actor, and with it the Train controller that actor owns —
+    ungracefully: the controller never shuts its worker group down, and the worker group's placement group (which
+    belongs to the job, not to the controller) stays reserved. Ray Train's own PlacementGroupCleaner removes it
+    only through the State API, i.e. only where a dashboard runs. Aborting the controller first releases it always.
+    """
+    import ray
+
+    if _TRIAL.get("status") != "running":
+        return
+    thread, expected = _TRIAL.get("thread"), _TRIAL.get("expected")
+    if thread is not None and expected and iterations_done >= expected:
+        thread.join(timeout=120)  # stopped at its last report: let the run write its final artefact and end
+        if not thread.is_alive():
+            return
+    handle = None
+    try:
+        while True:
+            handle = _TRIAL["queue"].get_nowait()
+    except Exception:  # noqa: BLE001 - empty (or already shut down): keep the last handle seen
+        pass
+    if handle is None:
+        return
+    _TRIAL["status"] = "aborting"
+    try:
+        ray.get(handle.abort.remote(), timeout=120)
+    except Exception:  # noqa: BLE001 - abort ends the controller actor, so the call itself fails
+        pass
+    if thread is not None:
+        thread.join(timeout=30)
+
+
+class AbortTrainOnStop:
+    """Mixin for the trial's function trainable: abort its Train run when Tune stops the trial."""
+
+    def cleanup(self):
+        try:
+            _abort_running_train(getattr(self, "iteration", 0))
+        finally:
+            super().cleanup()
+
+
+def search_trial(config: dict[str, Any], base: dict, manifest: dict, experiment: str, models_root: str,
+                 expected: int, data_progress_bars: bool = False) -> None:
     """One Tune trial (a function trainable): one pretraining run with the sampled values."""
+    import threading
+
+    import ray
     from ray import tune
+    from ray.util.queue import Queue
 
     from mujo.train.pretrain import pretrain
 
+    ray.data.DataContext.get_current().enable_progress_bars = data_progress_bars  # as on the driver
     cfg = MainConfig.model_validate(base)
     trial_cfg = apply_values(cfg, {k: v for k, v in config.items() if k in DIMENSIONS})
     trial_id = tune.get_context().get_trial_id()
-    pretrain(trial_cfg, manifest, name=f"{experiment}-{trial_id}",
-             callbacks=[_carry_forward_callback(cfg.search.metric, trial_cfg.model.modalities)],
-             artefact=storage.join(models_root, trial_id))
+    handles = Queue(actor_options={"num_cpus": 0})
+    _TRIAL.clear()
+    _TRIAL.update(status="running", queue=handles, thread=threading.current_thread(), expected=expected)
+    try:
+        pretrain(trial_cfg, manifest, name=f"{experiment}-{trial_id}",
+                 callbacks=[_carry_forward_callback(cfg.search.metric, trial_cfg.model.modalities),
+                            _controller_handle_callback(handles)],
+                 artefact=storage.join(models_root, trial_id))
+    except Exception:
+        if _TRIAL.get("status") == "aborting":
+            log.info("trial %s stopped by the scheduler: its Train run was aborted", trial_id)
+            return
+        raise
+    finally:
+        if _TRIAL.get("status") == "running":
+            _TRIAL["status"] = "done"
+        if _TRIAL.get("status") == "done":
+            handles.shutdown()
 
 
 def _with_absolute_root(cfg: MainConfig) -> MainConfig:
@@ -260,15 +350,18 @@ def run_search(cfg: MainConfig, manifest: dict, name: str | None = None) -> dict
         log.warning("search.grace_period=%d is before the first validation (Tune iteration %d): ASHA's first rung "
                     "sees no value of %s", sc.grace_period, first_val, sc.metric)
     space = param_space(sc)
+    points = [p for p in ({k: v for k, v in point.items() if k in space} for point in sc.points) if p] or None
     if sc.algorithm == "optuna" and space:
         from optuna.samplers import TPESampler
         from ray.tune.search.optuna import OptunaSearch
 
-        search_alg = OptunaSearch(sampler=TPESampler(seed=sc.seed))
+        search_alg = OptunaSearch(sampler=TPESampler(seed=sc.seed), points_to_evaluate=points)
     else:
         if sc.algorithm == "optuna":
             log.warning("search: every dimension is fixed; nothing for Optuna to search, sampling directly")
-        search_alg = BasicVariantGenerator(random_state=sc.seed)
+        # a SearchGenerator: Tune ignores TuneConfig.max_concurrent_trials for it, so it bounds concurrency itself
+        search_alg = BasicVariantGenerator(random_state=sc.seed, max_concurrent=sc.max_concurrent_trials,
+                                           points_to_evaluate=points)
     pc = cfg.pretrain
     cpus = ray.cluster_resources().get("CPU", 0)
     need = sc.max_concurrent_trials * (pc.num_workers * pc.cpus_per_worker + sc.trial_cpus)
@@ -277,10 +370,11 @@ def run_search(cfg: MainConfig, manifest: dict, name: str | None = None) -> dict
                     "ingest (trials may stall); lower search.max_concurrent_trials", sc.max_concurrent_trials,
                     need, cpus)
     resources = {"cpu": sc.trial_cpus} if sc.trial_cpus > 0 else {"cpu": 0, "memory": TRIAL_MEMORY_BYTES}
-    trainable = tune.with_resources(
-        tune.with_parameters(search_trial, base=base.model_dump(mode="json"), manifest=manifest, experiment=name,
-                             models_root=models_root),
-        resources)
+    fn = tune.with_parameters(search_trial, base=base.model_dump(mode="json"), manifest=manifest, experiment=name,
+                              models_root=models_root, expected=full,
+                              data_progress_bars=ray.data.DataContext.get_current().enable_progress_bars)
+    fn.__mixins__ = (AbortTrainOnStop,)  # Tune's function wrapper puts these mixins before FunctionTrainable
+    trainable = tune.with_resources(fn, resources)
     tuner = tune.Tuner(
         trainable,
         param_space=space,
@@ -288,7 +382,8 @@ def run_search(cfg: MainConfig, manifest: dict, name: str | None = None) -> dict
             metric=sc.metric, mode=sc.mode, num_samples=sc.num_samples, search_alg=search_alg,
             scheduler=ASHAScheduler(time_attr="training_iteration", grace_period=sc.grace_period,
                                     reduction_factor=sc.reduction_factor, max_t=sc.max_t),
-            max_concurrent_trials=sc.max_concurrent_trials),
+            max_concurrent_trials=None if isinstance(search_alg, BasicVariantGenerator)
+            else sc.max_concurrent_trials, reuse_actors=False),
         run_config=tune.RunConfig(
             name=name, storage_path=path,
             storage_filesystem=None if isinstance(fs, pyarrow.fs.LocalFileSystem) else fs,
@@ -322,7 +417,7 @@ def run_search(cfg: MainConfig, manifest: dict, name: str | None = None) -> dict
             "step": metrics.get("step"), "epoch": metrics.get("epoch"),
             "metric": metrics.get(sc.metric) if _finite(metrics.get(sc.metric)) else None,
             "metric_best_seen": best_seen,
-            "artefact": artefact, "trial_path": r.path,
+            "artefact": artefact, "trial_path": _storage_uri(r.path, run_dir),
         })
     storage.write_json(storage.join(root, "trials.json"), rows)
     log.info("search %s: %d trials (%d completed, %d stopped early, %d failed)", name, len(rows),
@@ -343,12 +438,32 @@ def run_search(cfg: MainConfig, manifest: dict, name: str | None = None) -> dict
         "experiment": name, "metric": sc.metric, "mode": sc.mode, "value": best["metric"],
         "trial_id": best["trial_id"], "status": best["status"], "step": best["step"],
         "values": best["values"], "config": best_cfg.model_dump(mode="json"),
-        "artefact": best_model, "source_artefact": best["artefact"], "trial_path": best["trial_path"],
+        "artefact": best_model, "source_artefact": best["artefact"],
+        "artefact_step": storage.read_json(storage.join(best_model, ARTEFACT_CONFIG)).get("step"),
+        "trial_path": best["trial_path"],
         "tensorboard_logdir": storage.join(root, name),
     }
     storage.write_json(storage.join(root, "best.json"), summary)
     return {"best": summary, "trials": rows, "best_json": storage.join(root, "best.json"),
             "trials_json": storage.join(root, "trials.json"), "experiment_path": storage.join(root, name)}
+
+
+def ensure_manifest(cfg: MainConfig, run_dir: str | None = None) -> dict:
+    """The pretraining dataset's manifest; generates and preprocesses that dataset first when it has none."""
+    from mujo.pipelines.generate import generate
+    from mujo.pipelines.preprocess import preprocess, read_manifest, shards_dir
+
+    run_dir = run_dir or cfg.run_dir
+    name = cfg.pretrain.dataset
+    if storage.exists(storage.join(shards_dir(run_dir, name), "manifest.json")):
+        return read_manifest(run_dir, name)
+    specs = [d for d in cfg.generate.datasets if d.name == name]
+    if not specs:
+        raise ValueError(f"pretrain.dataset '{name}' has no manifest under {run_dir} and is not among "
+                         f"generate.datasets {[d.name for d in cfg.generate.datasets]}")
+    log.info("no manifest for %s under %s: generating and preprocessing it", name, run_dir)
+    generate(cfg.generate.model_copy(update={"datasets": specs}), run_dir)
+    return preprocess({name: specs[0].video_dim}, run_dir, cfg.preprocess)[name]
 
 
 def load_best(run_dir: str) -> dict:
@@ -357,5 +472,5 @@ def load_best(run_dir: str) -> dict:
     return storage.read_json(storage.join(run_dir, "search", "best.json"))
 
 
-__all__ = ["run_search", "load_best", "search_trial", "param_space", "apply_values", "expected_iterations",
+__all__ = ["run_search", "load_best", "ensure_manifest", "search_trial", "param_space", "apply_values", "expected_iterations",
            "first_validation_iteration", "report_steps"]
