@@ -86,12 +86,12 @@ def main() -> None:
 
     def ray_batches():
         while True:
-            ds = ray.data.read_parquet(shards, columns=columns, shuffle="files")
+            ds = ray.data.read_parquet(shards, shuffle="files").select_columns(columns)
             yield from ds.iter_torch_batches(batch_size=args.batch, drop_last=True,
                                              local_shuffle_buffer_size=args.shuffle_buffer)
 
     tables = [table_to_batch(read_shard(s).select(columns)) for s in shards]
-    memory = {c: torch.cat([torch.from_numpy(t[c]) for t in tables]) for c in columns}
+    memory = {c: torch.cat([torch.as_tensor(t[c].copy()) for t in tables]) for c in columns}
 
     def memory_batches():
         g = torch.Generator().manual_seed(0)

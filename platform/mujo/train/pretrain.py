@@ -286,8 +286,8 @@ def pretrain(cfg: MainConfig, manifest: dict, name: str | None = None, callbacks
               [MASK_COLUMNS[m] for m in cfg.model.modalities]
     fs, _ = storage.filesystem(manifest["shards"]["train"][0])
     datasets = {split: ray.data.read_parquet([storage.filesystem(p)[1] for p in manifest["shards"][split]],
-                                             filesystem=fs, columns=columns, shuffle="files" if split == "train"
-                                             else None)
+                                             filesystem=fs, shuffle="files" if split == "train" else None)
+                .select_columns(columns)
                 for split in ("train", "val") if split in manifest["shards"]}
     if "val" not in datasets:
         raise ValueError(f"dataset {manifest['dataset']} has no 'val' split; pretraining validates on it")
