@@ -5,6 +5,10 @@ A raw clip is one continuous recording of one activity by one subject: pose at i
 IMU at its own rate (absent -> a virtual wrist IMU is derived from the pose), optionally video features at theirs,
 and the raw label text. In Parquet (one row per clip) tensors are stored flat as ``list<float32>`` with their shape
 in ``<name>_shape``, because clips differ in length.
+
+Each stream may carry per-frame timestamps (``<name>_t``: ``list<float64>``, seconds, one per frame, strictly
+increasing) for recordings whose sampling is not uniform; without them (null, or a file written before raw format
+1.1 that lacks the column) frame ``i`` is at ``i / <name>_hz``. Preprocessing resamples by the timestamps when given.
 """
 
 from __future__ import annotations
@@ -19,14 +23,14 @@ from mujo.data import imu, synth, video
 from mujo.data.activities import ACTIVITIES, MMFIT_ACTIVITIES
 from mujo.data.text import canonical_text, make_label_text
 
-RAW_VERSION = "1.0"
+RAW_VERSION = "1.1"  # 1.1: optional per-stream timestamps <name>_t (files of 1.0 still read)
 TENSORS = ("pose", "acc", "video")
 STRING_FIELDS = ("clip_id", "subject", "dataset", "split", "label_text", "activity")
 
 RAW_SCHEMA = pa.schema(
     [pa.field(c, pa.string(), nullable=False) for c in STRING_FIELDS]
     + [f for t in TENSORS for f in (pa.field(t, pa.list_(pa.float32())), pa.field(f"{t}_shape", pa.list_(pa.int32())),
-                                    pa.field(f"{t}_hz", pa.float64()))],
+                                    pa.field(f"{t}_hz", pa.float64()), pa.field(f"{t}_t", pa.list_(pa.float64())))],
     metadata={b"mujo.raw_version": RAW_VERSION.encode()},
 )
 
@@ -45,6 +49,10 @@ class RawClip:
     acc_hz: float | None = None
     video: np.ndarray | None = None  # (T_v, D_v)
     video_hz: float | None = None
+    # optional per-frame timestamps (seconds, strictly increasing, one per frame); None -> uniform at <name>_hz
+    pose_t: np.ndarray | None = None
+    acc_t: np.ndarray | None = None
+    video_t: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -58,24 +66,40 @@ def clips_to_table(clips: Iterable[RawClip]) -> pa.Table:
             cols[t].append(None if arr is None else np.asarray(arr, np.float32).ravel())
             cols[f"{t}_shape"].append(None if arr is None else list(np.shape(arr)))
             cols[f"{t}_hz"].append(getattr(c, f"{t}_hz"))
+            stamps = getattr(c, f"{t}_t")
+            cols[f"{t}_t"].append(None if arr is None or stamps is None else np.asarray(stamps, np.float64).ravel())
     return pa.Table.from_pydict(cols, schema=RAW_SCHEMA)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def row_to_clip(batch: dict[str, Any], i: int) -> RawClip:
+    """Row ``i`` of columnar rows back to a clip; a ``ValueError`` naming the stream when its values do not fit
+    its shape. Columns a file lacks (``<name>_t`` in raw format 1.0, an absent stream) read as missing."""
+    kw: dict[str, Any] = {s: str(batch[s][i]) for s in STRING_FIELDS}
+    for t in TENSORS:
+        flat = batch[t][i] if t in batch else None
+        shape = batch[f"{t}_shape"][i] if f"{t}_shape" in batch else None
+        if _missing(flat) or _missing(shape):
+            continue
+        values = np.asarray(flat, dtype=np.float32)
+        dims = [int(s) for s in shape]
+        if any(d < 0 for d in dims) or values.size != int(np.prod(dims)):
+            raise ValueError(f"{t}: {values.size} values do not fit its shape {dims}")
+        kw[t] = values.reshape(dims)
+        hz = batch[f"{t}_hz"][i] if f"{t}_hz" in batch else None
+        kw[f"{t}_hz"] = None if _missing(hz) else float(hz)
+        stamps = batch[f"{t}_t"][i] if f"{t}_t" in batch else None
+        if not _missing(stamps):
+            kw[f"{t}_t"] = np.asarray(stamps, dtype=np.float64)
+    return RawClip(**kw)
 
 
 def rows_to_clips(batch: dict[str, Any]) -> list[RawClip]:
     """Columnar rows (a pyarrow-to-numpy/pandas batch or ``Table.to_pydict()``) back to clips."""
-    n = len(batch["clip_id"])
-    clips = []
-    for i in range(n):
-        kw: dict[str, Any] = {s: str(batch[s][i]) for s in STRING_FIELDS}
-        for t in TENSORS:
-            flat = batch[t][i] if t in batch else None
-            shape = batch[f"{t}_shape"][i] if f"{t}_shape" in batch else None
-            if flat is None or shape is None or (isinstance(flat, float) and np.isnan(flat)):
-                continue
-            kw[t] = np.asarray(flat, dtype=np.float32).reshape([int(s) for s in shape])
-            kw[f"{t}_hz"] = float(batch[f"{t}_hz"][i])
-        clips.append(RawClip(**kw))
-    return clips
+    return [row_to_clip(batch, i) for i in range(len(batch["clip_id"]))]
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -37,14 +37,51 @@ def resample(x: np.ndarray, fs_in: float, fs_out: float, n_out: int) -> np.ndarr
     return out.reshape((n_out,) + x.shape[1:])
 
 
+def resample_at(x: np.ndarray, t_in: np.ndarray, t_out: np.ndarray) -> np.ndarray:
+    """Linear interpolation of ``x`` (T, ...) sampled at times ``t_in`` (strictly increasing) onto times ``t_out``
+    (held constant beyond either end)."""
+    flat = x.reshape(len(x), -1)
+    out = np.empty((len(t_out), flat.shape[1]), dtype=np.float32)
+    for c in range(flat.shape[1]):
+        out[:, c] = np.interp(t_out, t_in, flat[:, c])
+    return out.reshape((len(t_out),) + x.shape[1:])
+
+
+STREAMS = ("pose", "acc", "video")
+
+
+def _check_times(clip: RawClip, name: str, arr: np.ndarray, t: np.ndarray) -> None:
+    """Timestamps of one stream: one per frame, finite, strictly increasing."""
+    if t.ndim != 1 or len(t) != len(arr):
+        raise BadClip(clip.clip_id, f"{name}_t: {t.size} timestamp(s) for {len(arr)} frame(s); one per frame needed")
+    if not np.isfinite(t).all():
+        raise BadClip(clip.clip_id, f"{name}_t: {int((~np.isfinite(t)).sum())} NaN or infinite timestamp(s)")
+    step = np.diff(t)
+    back = np.flatnonzero(step < 0)
+    if back.size:
+        i = int(back[0]) + 1
+        raise BadClip(clip.clip_id, f"{name}_t: timestamps go backwards at frame {i} ({t[i]:.6g} s after "
+                                    f"{t[i - 1]:.6g} s; {back.size} time(s) in the clip)")
+    same = np.flatnonzero(step == 0)
+    if same.size:
+        i = int(same[0]) + 1
+        raise BadClip(clip.clip_id, f"{name}_t: timestamps do not increase at frame {i} ({t[i]:.6g} s repeated; "
+                                    f"{same.size} time(s) in the clip)")
+
+
 def _check_stream(clip: RawClip, name: str, arr: np.ndarray, hz: float | None, shape: tuple[int, ...]) -> None:
-    if hz is None or not hz > 0:
+    t = getattr(clip, f"{name}_t", None)
+    if (hz is None and t is None) or (hz is not None and not hz > 0):
         raise BadClip(clip.clip_id, f"{name}: sampling rate missing or not positive ({hz})")
     if arr.ndim != len(shape) + 1 or any(s is not None and a != s for a, s in zip(arr.shape[1:], shape)):
         raise BadClip(clip.clip_id, f"{name}: wrong shape {arr.shape}, expected (T, {', '.join(map(str, shape))})")
     if not np.isfinite(arr).all():
-        bad = int((~np.isfinite(arr.reshape(len(arr), -1))).any(axis=1).sum())
-        raise BadClip(clip.clip_id, f"{name}: {bad} frame(s) with NaN or infinite values")
+        bad_frames = (~np.isfinite(arr.reshape(len(arr), -1))).any(axis=1)
+        first = int(np.argmax(bad_frames))
+        raise BadClip(clip.clip_id, f"{name}: {int(bad_frames.sum())} frame(s) with NaN or infinite values "
+                                    f"(first at frame {first})")
+    if t is not None:
+        _check_times(clip, name, arr, np.asarray(t, dtype=np.float64))
 
 
 def validate_clip(clip: RawClip, video_dim: int, label_map: Mapping[str, int]) -> None:
@@ -62,27 +99,59 @@ def validate_clip(clip: RawClip, video_dim: int, label_map: Mapping[str, int]) -
         _check_stream(clip, "video", clip.video, clip.video_hz, (video_dim,))
 
 
+def _timeline(clip: RawClip) -> tuple[float, float, dict[str, np.ndarray | None]]:
+    """The clip's common time span ``(start, end)`` in seconds and each present stream's timestamps (None: uniform).
+
+    A stream with timestamps covers ``[t[0], t[-1] + one frame period]`` (the period is ``1 / <name>_hz``, or the
+    median timestamp step when no rate is given); a stream without them is uniform at its rate and starts with the
+    latest-starting timestamped stream (at 0 when no stream has timestamps). The span is where all streams overlap.
+    """
+    stamps: dict[str, np.ndarray | None] = {}
+    for m in STREAMS:
+        if getattr(clip, m) is not None:
+            t = getattr(clip, f"{m}_t", None)
+            stamps[m] = None if t is None else np.asarray(t, dtype=np.float64)
+    timed = [t for t in stamps.values() if t is not None and len(t)]
+    start = max((float(t[0]) for t in timed), default=0.0)
+    end = np.inf
+    for m, t in stamps.items():
+        arr, hz = getattr(clip, m), getattr(clip, f"{m}_hz")
+        if t is None:
+            end = min(end, start + len(arr) / hz)
+        elif len(t):
+            period = 1.0 / hz if hz else (float(np.median(np.diff(t))) if len(t) > 1 else 0.0)
+            end = min(end, float(t[-1]) + period)
+        else:
+            end = start
+    return start, max(float(end), start), stamps
+
+
 def clip_windows(clip: RawClip, fmt: SampleFormat, label_map: Mapping[str, int],
                  trim_fraction: float = 0.15) -> dict[str, np.ndarray]:
-    """All windows of one clip as a columnar sample batch (``text_emb`` left empty for the embedding stage)."""
+    """All windows of one clip as a columnar sample batch (``text_emb`` left empty for the embedding stage).
+
+    Every stream is resampled to 50 Hz on the clip's common time span (by its timestamps when it has them),
+    ``trim_fraction`` of the frames is cut at each end, and 100-frame windows start every 50 frames."""
     validate_clip(clip, fmt.video_dim, label_map)
-    durations = [len(a) / hz for a, hz in ((clip.pose, clip.pose_hz), (clip.acc, clip.acc_hz),
-                                           (clip.video, clip.video_hz)) if a is not None]
-    n = int(np.floor(min(durations) * FS + 1e-9))
+    start, end, stamps = _timeline(clip)
+    n = int(np.floor((end - start) * FS + 1e-9))
     cut = int(round(n * trim_fraction))
     usable = n - 2 * cut
     if usable < WINDOW:
-        raise BadClip(clip.clip_id, f"too short: {min(durations):.2f} s leaves {max(usable, 0)} frames after "
+        raise BadClip(clip.clip_id, f"too short: {end - start:.2f} s leaves {max(usable, 0)} frames after "
                                     f"trimming {trim_fraction:.0%} at each end; one window needs {WINDOW}")
+    t_out = start + np.arange(n) / FS
     streams: dict[str, np.ndarray] = {}
-    if clip.pose is not None:
-        streams["pose"] = resample(clip.pose, clip.pose_hz, FS, n)
-    if clip.acc is not None:
-        streams["acc"] = resample(clip.acc, clip.acc_hz, FS, n)
-    elif "pose" in streams:
+    for m in STREAMS:
+        if m not in stamps:
+            continue
+        arr = getattr(clip, m)
+        if stamps[m] is None:  # uniform from its rate, starting at the span's start
+            streams[m] = resample(arr, getattr(clip, f"{m}_hz"), FS, n)
+        else:
+            streams[m] = resample_at(arr, stamps[m], t_out)
+    if "acc" not in streams and "pose" in streams:
         streams["acc"] = virtual_wrist_acc(streams["pose"], FS)  # virtual IMU, on the whole clip (no edge effects)
-    if clip.video is not None:
-        streams["video"] = resample(clip.video, clip.video_hz, FS, n)
 
     starts = np.arange(cut, cut + usable - WINDOW + 1, STRIDE)
     batch = empty_batch(len(starts), fmt)

@@ -1,17 +1,37 @@
 """Ray Data preprocessing: raw clips (local or S3) -> windowed sample shards + a manifest.
 
-Stages, all streaming (nothing materialises the corpus):
+The driver first checks what it can cheaply, so that bad input or bad storage gives one clear line, not a Ray
+traceback:
 
-1. ``read_parquet`` of the raw part files;
-2. ``window_clips`` (task pool): validation, resampling to 50 Hz, trimming, windows, virtual wrist IMU where a clip
-   has no real one; a bad clip becomes one quarantine row (file, clip, reason) instead of samples;
-3. ``EmbedText`` (actor pool): label normalisation is already done; the sentence model is loaded once per actor;
-4. ``write_shards`` (task pool): one shard per dataset and split per batch, written atomically under a content-derived name,
-   returning a summary row (counts per class, per-channel sums for statistics, quarantine entries).
+- storage: each raw folder is listed and each output folder is written to (a probe) through :mod:`mujo.storage`;
+  an unreachable endpoint or refused credentials raise :class:`~mujo.storage.StorageError` naming the endpoint
+  (never a secret) before anything starts;
+- every raw part file to process has its Parquet footer read and its schema checked (required columns, types); an
+  unreadable or truncated file, or one lacking a required column, is quarantined as a FILE with its reason, and the
+  rest proceeds;
+- resumption: each raw file leaves progress records (``_progress/`` beside the shards) once its shards are
+  written; a file whose records all match (same file size and modification time, same preprocessing parameters)
+  and whose shards all exist is not reprocessed.
 
-The driver turns the summaries into ``manifest.json``: schema version, counts per split and class, the shards,
-per-channel statistics of the train split only, and the quarantine list. It fails with a clear message when
-quarantined input exceeds ``max_quarantine_share``.
+Then the pipeline, streaming, with one raw part file as the unit of work so that the shards are a function of the
+file alone (a resumed run writes exactly the shards an uninterrupted one writes):
+
+1. ``window_files`` (task pool): read the file, decode, validate and window each clip (resampling to 50 Hz by the
+   stream rates or timestamps, trimming, 100-frame windows, virtual wrist IMU where a clip has no real one); a bad
+   clip becomes a quarantine entry (file, clip, reason) instead of samples. The file's samples are cut into chunks
+   (per split, at most ``shard_rows`` rows, in file order) that travel as Arrow IPC blobs, one row per chunk;
+2. ``EmbedText`` (actor pool): the sentence model is loaded once per actor; embeds each chunk's distinct label
+   texts, one text at a time and cached (bit-identical whatever else is embedded; labels repeat);
+3. ``write_shards`` (task pool): attaches the embeddings, writes each chunk as one shard, atomically, named by the
+   sha1 of its sample ids, then the chunk's progress record (shard, counts per class, per-channel sums for
+   statistics, quarantine).
+
+The driver turns the records into ``manifest.json``: schema version, counts per split and class, the shards,
+per-channel statistics of the train split only, and the quarantine list. It fails with a clear message (and writes
+``quarantine.json`` instead of the manifest) when quarantined input exceeds ``max_quarantine_share``.
+
+``preprocess(..., executor="local")`` runs the same functions sequentially in this process (no Ray): the baseline
+of ``benchmarks/preprocess_throughput.py``.
 """
 
 from __future__ import annotations
@@ -19,23 +39,30 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import posixpath
 import time
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Iterable
 
 import numpy as np
-import torch
+import pyarrow as pa
 
 from mujo import storage
 from mujo.config import PreprocessConfig
-from mujo.data.clips import rows_to_clips
-from mujo.data.text import TextEmbedder
+from mujo.data.clips import STRING_FIELDS, TENSORS, row_to_clip
+from mujo.data.text import TEXT_DIM, TEXT_MODEL, TextEmbedder
 from mujo.data.windows import BadClip, clip_windows, concat_batches
-from mujo.models.mujo import center_pose
-from mujo.schema import SCHEMA_VERSION, SampleFormat, batch_to_table, empty_batch, write_shard
+from mujo.schema import (SCHEMA_VERSION, SPLITS, SampleFormat, batch_to_table, table_to_batch, tensor_array,
+                         write_shard)
 
 log = logging.getLogger(__name__)
 QUARANTINE = "quarantine"
 STAT_MODALITIES = ("acc", "pose", "video")
+PROGRESS = "_progress"
+IO_THREADS = 16
 
 
 class QuarantineExceeded(RuntimeError):
@@ -46,36 +73,159 @@ def shards_dir(run_dir: str, dataset: str) -> str:
     return storage.join(run_dir, "shards", dataset)
 
 
-def window_clips(batch: dict[str, np.ndarray], formats: dict[str, SampleFormat], label_maps: dict[str, dict],
-                 trim_fraction: float) -> dict[str, np.ndarray]:
-    """Raw clip rows -> sample rows (plus one quarantine row per bad clip)."""
+# --------------------------------------------------------------------------------------------------------------
+# Raw files: listing, footer and schema checks (driver)
+# --------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class RawFile:
+    uri: str
+    dataset: str
+    size: int
+    mtime_ns: int
+    rows: int | None = None  # clips, from the footer (None: unknown)
+    reason: str = ""  # non-empty: quarantined on the driver
+    key: str = ""  # progress key
+
+    def identity(self, params: str) -> dict:
+        return {"size": self.size, "mtime_ns": self.mtime_ns, "params": params}
+
+
+_REFUSED = ("INVALIDACCESSKEYID", "INVALID_ACCESS_KEY_ID", "SIGNATUREDOESNOTMATCH", "SIGNATURE_DOES_NOT_MATCH",
+            "ACCESSDENIED", "ACCESS_DENIED", "EXPIREDTOKEN", "EXPIRED_TOKEN", "INVALIDTOKEN", "INVALID_TOKEN",
+            "HTTP STATUS 403", "HTTP STATUS 401")
+
+
+def _refused(text: str) -> bool:
+    return any(s in text.upper() for s in _REFUSED)
+
+
+def _storage_problem(text: str) -> bool:
+    """Does an error text say storage is unreachable or refuses us (rather than that a file is corrupt)?"""
+    lower = text.lower()
+    return _refused(text) or "NoSuchBucket" in text or any(
+        s in lower for s in ("curl", "connect", "resolve host", "timed out", "timeout", "network"))
+
+
+def _storage_error(uri: str, exc: BaseException) -> storage.StorageError:
+    """A one-line StorageError naming the endpoint (never a secret). Refused credentials are recognised in the
+    spelling of pyarrow's S3 client too (``INVALID_ACCESS_KEY_ID``, ``ACCESS_DENIED``)."""
+    if _refused(str(exc)):
+        return storage.StorageError(
+            f"storage error at {storage.describe(uri)}: the credentials were refused: check AWS_ACCESS_KEY_ID / "
+            f"AWS_SECRET_ACCESS_KEY (or the node's instance profile) for this bucket [{type(exc).__name__}]")
+    return storage._wrap(uri, exc)
+
+
+def _list_parquet(uri: str) -> list[tuple[str, int, int]]:
+    """``(uri, size, mtime_ns)`` of the ``*.parquet`` files under ``uri``, sorted; StorageError naming the
+    endpoint when storage cannot be listed."""
+    import pyarrow.fs as pafs
+
+    fs, path = storage.filesystem(uri)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    except (OSError, pa.ArrowException) as exc:
+        raise _storage_error(uri, exc) from exc
     out = []
-    for clip in rows_to_clips(batch):
-        fmt = formats[clip.dataset]
-        try:
-            samples = clip_windows(clip, fmt, label_maps[clip.dataset], trim_fraction)
-            samples[QUARANTINE] = np.full(len(samples["sample_id"]), "", dtype=object)
-        except BadClip as bad:
-            samples = empty_batch(1, fmt)
-            samples["clip_id"][0] = bad.clip_id
-            samples["dataset"][0] = clip.dataset
-            samples[QUARANTINE] = np.array([bad.reason], dtype=object)
-        out.append(samples)
-    return concat_batches(out)
+    for i in infos:
+        if i.type == pafs.FileType.File and i.path.endswith(".parquet"):
+            mtime = i.mtime_ns if i.mtime_ns is not None else 0
+            out.append((("s3://" + i.path) if storage.is_s3(uri) else i.path, int(i.size or 0), int(mtime)))
+    return sorted(out)
 
 
-class EmbedText:
-    """Actor: loads the sentence model once, embeds each batch's normalised label texts."""
+def _is_string(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or (
+        pa.types.is_dictionary(t) and (pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)))
 
-    def __init__(self, batch_size: int) -> None:
-        self.embedder = TextEmbedder()
-        self.batch_size = batch_size
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ok = batch["has_text"].astype(bool)
-        if ok.any():
-            batch["text_emb"][ok] = self.embedder(list(batch["text"][ok]), self.batch_size)
-        return batch
+def _is_numeric_list(t: pa.DataType) -> bool:
+    return ((pa.types.is_list(t) or pa.types.is_large_list(t))
+            and (pa.types.is_floating(t.value_type) or pa.types.is_integer(t.value_type)))
+
+
+def check_raw_schema(schema: pa.Schema) -> str:
+    """Why a raw clip file's schema cannot be preprocessed ('' when it can): missing or mistyped columns."""
+    names = set(schema.names)
+    problems = []
+    missing = [c for c in STRING_FIELDS if c not in names]
+    streams = [t for t in TENSORS if t in names]
+    if not streams:
+        missing.append(" or ".join(f"'{t}'" for t in TENSORS) + " (no stream at all)")
+    for t in streams:
+        missing += [f"{t}_shape"] if f"{t}_shape" not in names else []
+        missing += [f"{t}_hz"] if f"{t}_hz" not in names and f"{t}_t" not in names else []
+    if missing:
+        problems.append("missing required column(s): " + ", ".join(c if c.startswith("'") else f"'{c}'"
+                                                                   for c in missing))
+    typed = [(c, _is_string) for c in STRING_FIELDS if c in names]
+    typed += [(t, _is_numeric_list) for t in streams] + [(f"{t}_t", _is_numeric_list) for t in streams
+                                                          if f"{t}_t" in names]
+    typed += [(f"{t}_shape", _is_numeric_list) for t in streams if f"{t}_shape" in names]
+    wrong = [f"'{c}' is {schema.field(c).type}" for c, ok in typed if not ok(schema.field(c).type)]
+    if wrong:
+        problems.append("wrong column type(s): " + ", ".join(wrong))
+    return "; ".join(problems)
+
+
+def _check_file(f: RawFile) -> RawFile:
+    """Read ``f``'s footer (cheap) and check its schema; sets ``rows`` and ``reason``."""
+    import pyarrow.parquet as pq
+
+    fs, path = storage.filesystem(f.uri)
+    try:
+        with fs.open_input_file(path) as handle:
+            meta = pq.ParquetFile(handle).metadata
+            schema = meta.schema.to_arrow_schema()
+    except (OSError, pa.ArrowException) as exc:
+        if _storage_problem(str(exc)):
+            raise _storage_error(f.uri, exc) from exc
+        f.reason = f"unreadable Parquet file ({f.size} bytes): {exc}"
+        return f
+    f.rows = int(meta.num_rows)
+    f.reason = check_raw_schema(schema)
+    return f
+
+
+def _key(uri: str) -> str:
+    base = posixpath.basename(uri)
+    return f"{base.removesuffix('.parquet')}-{hashlib.sha1(uri.encode()).hexdigest()[:12]}"
+
+
+def _params(dataset: str, fmt: SampleFormat, labels: list[str], cfg: PreprocessConfig) -> str:
+    """Fingerprint of everything besides the raw file that decides a file's shards."""
+    doc = {"schema": SCHEMA_VERSION, "dataset": dataset, "video_dim": fmt.video_dim, "text_dim": fmt.text_dim,
+           "labels": labels, "trim_fraction": cfg.trim_fraction, "shard_rows": cfg.shard_rows, "text": TEXT_MODEL}
+    return hashlib.sha1(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Stage 1: one raw file -> chunks of windowed samples (plain functions; the pipeline and the local loop share them)
+# --------------------------------------------------------------------------------------------------------------
+
+def _table_columns(table: pa.Table) -> dict[str, list]:
+    """A raw clip table as columns of Python values, list columns as zero-copy numpy slices (fast for long clips)."""
+    out: dict[str, list] = {}
+    for name in table.column_names:
+        col = table.column(name).combine_chunks()
+        if isinstance(col, pa.DictionaryArray):
+            col = col.dictionary_decode()
+        if isinstance(col, (pa.ListArray, pa.LargeListArray)):
+            offsets = col.offsets.to_numpy()
+            values = col.values.to_numpy(zero_copy_only=False)
+            valid = col.is_valid().to_numpy(zero_copy_only=False)
+            out[name] = [values[offsets[i]:offsets[i + 1]] if valid[i] else None for i in range(len(col))]
+        else:
+            out[name] = col.to_pylist()
+    return out
+
+
+def _entry(file: str, dataset: str, clip_id: str | None, reason: str, clips: int | None = None) -> dict:
+    e = {"file": file, "clip_id": clip_id, "dataset": dataset, "reason": reason}
+    if clip_id is None:
+        e["clips"] = clips
+    return e
 
 
 def _channel_sums(batch: dict[str, np.ndarray]) -> dict[str, list]:
@@ -84,48 +234,458 @@ def _channel_sums(batch: dict[str, np.ndarray]) -> dict[str, list]:
     for m in STAT_MODALITIES:
         present = batch[f"has_{m}"].astype(bool)
         x = batch[m][present]
-        if m == "pose":
-            x = center_pose(torch.from_numpy(x)).numpy()
+        if m == "pose":  # as mujo.models.mujo.center_pose (numpy here: the window tasks never import torch)
+            x = x - x[:, :, :1, :].mean(axis=1, keepdims=True)
         x = x.reshape(-1, x.shape[-1]).astype(np.float64)
         sums[m] = [len(x), x.sum(0).tolist(), (x ** 2).sum(0).tolist()]
     return sums
 
 
-SUMMARY_COLUMNS = ("dataset", "path", "split", "rows", "classes", "sums", "quarantine")
+def _ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
 
 
-def write_shards(batch: dict[str, np.ndarray], formats: dict[str, SampleFormat],
-                 out_dirs: dict[str, str]) -> dict[str, np.ndarray]:
-    """Write each (dataset, split) of a batch as one shard; return one summary row per shard (and per dataset with
-    quarantined clips in the batch)."""
-    bad = batch[QUARANTINE] != ""
-    rows: list[dict] = []
-    for dataset in sorted(set(batch["dataset"][bad])):
-        sel = bad & (batch["dataset"] == dataset)
-        entries = [{"clip_id": c, "dataset": dataset, "reason": r} for c, r in
-                   zip(batch["clip_id"][sel], batch[QUARANTINE][sel])]
-        rows.append({"dataset": dataset, "path": "", "split": "", "rows": 0, "classes": "{}", "sums": "{}",
-                     "quarantine": json.dumps(entries)})
-    good = {k: v[~bad] for k, v in batch.items() if k != QUARANTINE}
-    for dataset, split in sorted(set(zip(good["dataset"], good["split"]))):
-        sel = (good["dataset"] == dataset) & (good["split"] == split)
-        part = {k: v[sel] for k, v in good.items()}
-        digest = hashlib.sha1("\n".join(part["sample_id"]).encode()).hexdigest()[:16]
-        uri = storage.join(out_dirs[dataset], split, f"shard-{digest}.parquet")
-        write_shard(batch_to_table(part, formats[dataset]), uri)
-        classes = Counter(int(c) for c in part["class_id"])
-        rows.append({"dataset": dataset, "path": uri, "split": split, "rows": int(sel.sum()),
-                     "classes": json.dumps({str(k): v for k, v in sorted(classes.items())}),
-                     "sums": json.dumps(_channel_sums(part)), "quarantine": "[]"})
-    return {k: np.array([r[k] for r in rows], dtype=object) for k in SUMMARY_COLUMNS}
+def _from_ipc(blob: bytes) -> pa.Table:
+    return pa.ipc.open_stream(pa.py_buffer(blob)).read_all()
 
 
-def _stats(summaries: list[dict]) -> dict[str, dict[str, list[float]]]:
-    acc: dict[str, list] = {}
-    for s in summaries:
-        if s["split"] != "train":
+def window_file(uri: str, dataset: str, fmt: SampleFormat, label_map: dict[str, int], trim_fraction: float,
+                shard_rows: int) -> list[dict]:
+    """Read one raw part file and window its clips. Returns its chunks, in a deterministic order: dicts with
+    ``split``, ``rows``, ``table`` (Arrow IPC bytes of the samples, text embeddings still empty; b'' for none),
+    ``texts`` (the chunk's distinct label texts, sorted),
+    ``summary`` (counts per class, per-channel sums) and ``quarantine`` (entries, on the first chunk only)."""
+    import pyarrow.parquet as pq
+
+    quarantine: list[dict] = []
+    fs, path = storage.filesystem(uri)
+    try:
+        table = pq.read_table(path, filesystem=fs)
+    except (OSError, pa.ArrowException) as exc:
+        if _storage_problem(str(exc)):
+            raise _storage_error(uri, exc) from exc
+        return [{"split": "", "rows": 0, "texts": [], "table": b"", "summary": {},
+                 "quarantine": [_entry(uri, dataset, None, f"unreadable Parquet data: {exc}")]}]
+    columns = _table_columns(table)
+    batches = []
+    for i in range(table.num_rows):
+        clip_id = str(columns["clip_id"][i])
+        try:
+            clip = row_to_clip(columns, i)
+            if clip.dataset != dataset:
+                raise BadClip(clip_id, f"clip of dataset '{clip.dataset}' in the raw folder of '{dataset}'")
+            batches.append(clip_windows(clip, fmt, label_map, trim_fraction))
+        except BadClip as bad:
+            quarantine.append(_entry(uri, dataset, bad.clip_id, bad.reason))
+        except Exception as exc:  # undecodable values etc.: a message in the manifest, never a crashed pipeline
+            quarantine.append(_entry(uri, dataset, clip_id, f"cannot window: {type(exc).__name__}: {exc}"))
+    chunks: list[dict] = []
+    if batches:
+        samples = concat_batches(batches)
+        splits = [s for s in SPLITS if s in set(samples["split"])]
+        splits += sorted(set(samples["split"]) - set(splits))
+        for split in splits:
+            idx = np.flatnonzero(samples["split"] == split)
+            for lo in range(0, len(idx), shard_rows):
+                part = {k: v[idx[lo:lo + shard_rows]] for k, v in samples.items()}
+                classes = Counter(int(c) for c in part["class_id"])
+                texts = sorted({t for t, h in zip(part["text"], part["has_text"]) if h})
+                chunks.append({"split": split, "rows": len(part["sample_id"]), "texts": texts,
+                               "table": _ipc(batch_to_table(part, fmt)),
+                               "summary": {"classes": {str(k): v for k, v in sorted(classes.items())},
+                                           "sums": _channel_sums(part)},
+                               "quarantine": []})
+    if not chunks:
+        chunks.append({"split": "", "rows": 0, "texts": [], "table": b"", "summary": {}, "quarantine": []})
+    chunks[0]["quarantine"] = quarantine
+    return chunks
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Stage 2: text embeddings; stage 3: shards and progress records
+# --------------------------------------------------------------------------------------------------------------
+
+class CachedEmbedder:
+    """The sentence model, one text per call, remembered per process.
+
+    A text's embedding is computed alone (a batch of one, one thread), so it is bit-identical whatever else is
+    embedded around it, in whichever process, after whichever other chunk: shards are a function of their raw file
+    alone, and a resumed run writes the bytes an uninterrupted one writes. Label texts repeat a lot, so the cache
+    makes embedding nearly free after the first few chunks."""
+
+    def __init__(self, embedder: Any = None, max_items: int = 200_000) -> None:
+        self.embedder = embedder or TextEmbedder()
+        self.cache: dict[str, np.ndarray] = {}
+        self.max_items = max_items
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
+        if missing:
+            import torch
+
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                for t in missing:
+                    if len(self.cache) >= self.max_items:
+                        self.cache.clear()
+                    self.cache[t] = self.embedder([t], 1)[0]
+            finally:
+                torch.set_num_threads(threads)
+        if not texts:
+            return np.zeros((0, TEXT_DIM), np.float32)
+        return np.stack([self.cache[t] for t in texts]).astype(np.float32)
+
+
+def embed_texts(embedder: CachedEmbedder, texts: list[str]) -> bytes:
+    """Embeddings of a chunk's distinct texts, as float32 bytes (row i: ``texts[i]``)."""
+    return np.ascontiguousarray(embedder(texts), dtype=np.float32).tobytes()
+
+
+def attach_embeddings(table: pa.Table, texts: list[str], emb: bytes) -> pa.Table:
+    """Fill ``text_emb`` from the chunk's distinct-text embeddings (zeros where ``has_text`` is False)."""
+    field_ = table.schema.field("text_emb")
+    shape = tuple(field_.type.shape)
+    values = np.frombuffer(emb, dtype=np.float32).reshape(len(texts), *shape) if texts else None
+    index = {t: i for i, t in enumerate(texts)}
+    out = np.zeros((table.num_rows, *shape), np.float32)
+    for row, (text, has) in enumerate(zip(table.column("text").to_pylist(), table.column("has_text").to_pylist())):
+        if has:
+            out[row] = values[index[text]]
+    return table.set_column(table.schema.get_field_index("text_emb"), field_, tensor_array(out, shape))
+
+
+def shard_name(table: pa.Table, split: str) -> str:
+    """``<split>/shard-<sha1 of the sample ids>.parquet``: a function of the content alone."""
+    digest = hashlib.sha1("\n".join(table.column("sample_id").to_pylist()).encode()).hexdigest()[:16]
+    return f"{split}/shard-{digest}.parquet"
+
+
+def progress_uri(out_dir: str, key: str, chunk: int) -> str:
+    return storage.join(out_dir, PROGRESS, key, f"{chunk:05d}.json")
+
+
+def write_chunk(item: dict, out_dir: str) -> dict:
+    """Write one chunk's shard (atomically), then its progress record (atomically); return the record.
+
+    The record is written last: a record on storage means its shard is complete."""
+    shard = ""
+    if item["table"]:
+        table = attach_embeddings(_from_ipc(item["table"]), item["texts"], item["emb"])
+        shard = shard_name(table, item["split"])
+        write_shard(table, storage.join(out_dir, shard))
+    clips = None if item["clips"] is None or item["clips"] < 0 else int(item["clips"])
+    record = {"file": item["file"], "dataset": item["dataset"], "identity": item["identity"], "rows": clips,
+              "chunk": item["chunk"], "chunks": item["chunks"], "shard": shard, "split": item["split"],
+              "samples": item["rows"], **item["summary"], "quarantine": item["quarantine"]}
+    storage.write_json(progress_uri(out_dir, item["key"], item["chunk"]), record)
+    return record
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The Ray Data stages (thin wrappers: one row in = one raw file or one chunk)
+# --------------------------------------------------------------------------------------------------------------
+
+CHUNK_COLUMNS = ("file", "dataset", "key", "identity", "clips", "chunk", "chunks", "split", "rows", "table",
+                 "summary", "quarantine")
+
+
+def _chunk_rows(task: dict, chunks: list[dict]) -> list[dict]:
+    return [{"file": task["file"], "dataset": task["dataset"], "key": task["key"], "identity": task["identity"],
+             "clips": task["clips"], "chunk": i, "chunks": len(chunks), **c} for i, c in enumerate(chunks)]
+
+
+def _rows_to_columns(rows: list[dict], json_cols: Iterable[str] = ()) -> dict[str, np.ndarray]:
+    out = {}
+    for k in rows[0]:
+        values = [json.dumps(r[k]) if k in json_cols else r[k] for r in rows]
+        out[k] = np.array(values, dtype=object if k in ("table",) or isinstance(values[0], str) else None)
+    return out
+
+
+def _columns_to_rows(batch: dict[str, np.ndarray], json_cols: Iterable[str] = ()) -> list[dict]:
+    n = len(next(iter(batch.values())))
+    rows = []
+    for i in range(n):
+        row = {}
+        for k, v in batch.items():
+            x = v[i]
+            x = x.item() if isinstance(x, np.generic) else x
+            row[k] = json.loads(x) if k in json_cols else x
+        rows.append(row)
+    return rows
+
+
+JSON_COLUMNS = ("identity", "summary", "quarantine", "texts")
+
+
+def window_files(batch: dict[str, np.ndarray], contexts: dict[str, dict], trim_fraction: float,
+                 shard_rows: int) -> dict[str, np.ndarray]:
+    """Stage 1: raw file rows -> chunk rows."""
+    rows = []
+    for task in _columns_to_rows(batch, ("identity",)):
+        ctx = contexts[task["dataset"]]
+        chunks = window_file(task["file"], task["dataset"], ctx["format"], ctx["label_map"], trim_fraction,
+                             shard_rows)
+        rows += _chunk_rows(task, chunks)
+    return _rows_to_columns(rows, JSON_COLUMNS)
+
+
+class EmbedText:
+    """Stage 2 (actor): loads the sentence model once; embeds each chunk's distinct label texts (the samples pass
+    through untouched: the write stage attaches the embeddings)."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.embedder = CachedEmbedder()
+        self.batch_size = batch_size  # kept for the API: texts are embedded one at a time (see CachedEmbedder)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        batch["emb"] = np.array([embed_texts(self.embedder, json.loads(t)) for t in batch["texts"]], dtype=object)
+        return batch
+
+
+def write_shards(batch: dict[str, np.ndarray], out_dirs: dict[str, str]) -> dict[str, np.ndarray]:
+    """Stage 3: chunk rows -> shards + progress records; returns the records (JSON)."""
+    records = [write_chunk(item, out_dirs[item["dataset"]]) for item in _columns_to_rows(batch, JSON_COLUMNS)]
+    return {"record": np.array([json.dumps(r) for r in records], dtype=object)}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Driver
+# --------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Plan:
+    raws: dict[str, str]
+    cards: dict[str, dict]
+    formats: dict[str, SampleFormat]
+    label_maps: dict[str, dict[str, int]]
+    out_dirs: dict[str, str]
+    params: dict[str, str]
+    files: dict[str, list[RawFile]] = field(default_factory=dict)
+    todo: list[RawFile] = field(default_factory=list)
+    reused: dict[str, list[dict]] = field(default_factory=dict)  # key -> records
+    stale: list[dict] = field(default_factory=list)  # records of earlier runs that no longer hold
+    stale_records: list[str] = field(default_factory=list)
+
+
+def _read_records(out_dir: str, listing: list[str]) -> dict[str, list[tuple[str, dict]]]:
+    prefix = storage.join(out_dir, PROGRESS)
+    uris = [u for u in listing if u.startswith(prefix) and u.endswith(".json")]
+    with ThreadPoolExecutor(IO_THREADS) as pool:
+        docs = list(pool.map(storage.read_json, uris))
+    groups: dict[str, list[tuple[str, dict]]] = defaultdict(list)
+    for uri, doc in zip(uris, docs):
+        groups[uri[len(prefix):].strip("/").split("/")[0]].append((uri, doc))
+    return groups
+
+
+def _complete(records: list[dict], identity: dict, existing: set[str], out_dir: str) -> bool:
+    if not records or any(r["identity"] != identity for r in records):
+        return False
+    chunks = {r["chunks"] for r in records}
+    if len(chunks) != 1 or sorted(r["chunk"] for r in records) != list(range(chunks.pop())):
+        return False
+    return all(not r["shard"] or storage.join(out_dir, r["shard"]) in existing for r in records)
+
+
+def _plan(datasets: dict[str, int], run_dir: str, cfg: PreprocessConfig, raw_uris: dict[str, str] | None) -> _Plan:
+    from mujo.pipelines.generate import raw_dir
+
+    def absolute(uri: str) -> str:  # listings name local files by absolute path: compare like with like
+        return uri if storage.is_s3(uri) else os.path.abspath(uri)
+
+    raws = {d: absolute((raw_uris or {}).get(d) or raw_dir(run_dir, d)) for d in datasets}
+    # storage first: one clear line (naming the endpoint) when it is unreachable or refuses the credentials
+    listings = {d: _list_parquet(raw) for d, raw in raws.items()}
+    out_dirs = {d: absolute(shards_dir(run_dir, d)) for d in datasets}
+    for d, out in out_dirs.items():
+        try:
+            storage.check_writable(out)
+        except storage.StorageError as err:
+            raise (_storage_error(out, err.__cause__) if err.__cause__ else err) from err.__cause__
+    for d, found in listings.items():
+        if not found:
+            raise FileNotFoundError(f"no raw clip files (*.parquet) under {storage.describe(raws[d])}; run "
+                                    "generation or a dataset adapter first")
+    cards = {d: storage.read_json(storage.join(raw, "dataset.json")) for d, raw in raws.items()}
+    formats = {d: SampleFormat(video_dim=video_dim) for d, video_dim in datasets.items()}
+    plan = _Plan(raws, cards, formats, {d: {name: i for i, name in enumerate(card["labels"])} for d, card in
+                                        cards.items()},
+                 out_dirs, {d: _params(d, formats[d], list(cards[d]["labels"]), cfg) for d in datasets})
+    to_check: list[RawFile] = []
+    for d in datasets:
+        existing = set(storage.list_files(out_dirs[d]))
+        groups = _read_records(out_dirs[d], sorted(existing))
+        files = [RawFile(uri, d, size, mtime, key=_key(uri)) for uri, size, mtime in listings[d]]
+        plan.files[d] = files
+        keys = {f.key for f in files}
+        for f in files:
+            records = [doc for _, doc in groups.get(f.key, [])]
+            valid = [r for r in records if r["identity"] == f.identity(plan.params[d])]
+            if _complete(valid, f.identity(plan.params[d]), existing, out_dirs[d]):
+                plan.reused[f.key] = sorted(valid, key=lambda r: r["chunk"])
+                f.rows = valid[0].get("rows")
+                plan.stale_records += [u for u, doc in groups[f.key] if doc not in valid]
+            else:
+                to_check.append(f)
+                plan.stale += records
+                plan.stale_records += [u for u, _ in groups.get(f.key, [])]
+        for key, group in groups.items():  # raw files that are gone
+            if key not in keys:
+                plan.stale += [doc for _, doc in group]
+                plan.stale_records += [u for u, _ in group]
+    with ThreadPoolExecutor(IO_THREADS) as pool:
+        list(pool.map(_check_file, to_check))
+    plan.todo = [f for f in to_check if not f.reason]
+    for d in datasets:  # fail before any work when the unreadable files alone are too many
+        _check_share(d, plan, [], cfg, early=True)
+    return plan
+
+
+def _quarantine(d: str, plan: _Plan, records: list[dict]) -> tuple[list[dict], int, int]:
+    """The dataset's quarantine entries (sorted), the quarantined clips and the total clips."""
+    rows = {f.uri: f.rows for f in plan.files[d]}
+    entries = [_entry(f.uri, d, None, f.reason, f.rows) for f in plan.files[d] if f.reason]
+    entries += [e if e["clip_id"] is not None else {**e, "clips": e.get("clips") or rows.get(e["file"])}
+                for r in records for e in r["quarantine"]]
+    entries.sort(key=lambda e: (e["file"], e["clip_id"] or ""))
+    known = sum(f.rows for f in plan.files[d] if f.rows is not None)
+    unknown = [e for e in entries if e["clip_id"] is None and e.get("clips") is None]
+    total = max(int(plan.cards[d].get("clips") or 0), known + len(unknown))
+    clips = sum(1 if e["clip_id"] is not None else (e.get("clips") or 0) for e in entries)
+    if unknown:  # files whose clip count cannot be read: what the card counts beyond the readable files
+        clips += max(total - known, len(unknown))
+    return entries, min(clips, total), total
+
+
+def _check_share(d: str, plan: _Plan, records: list[dict], cfg: PreprocessConfig, early: bool = False) -> str:
+    entries, bad, total = _quarantine(d, plan, records)
+    share = bad / max(total, 1)
+    if share <= cfg.max_quarantine_share:
+        return ""
+    listing = "; ".join(f"{posixpath.basename(e['file'])}{'' if e['clip_id'] is None else ' ' + e['clip_id']}: "
+                        f"{e['reason']}" for e in entries[:5])
+    more = f" (and {len(entries) - 5} more)" if len(entries) > 5 else ""
+    what = "raw file(s) cannot be used" if early else "entries were quarantined"
+    msg = (f"{d}: {len(entries)} {what}, holding {bad} of {total} clips ({share:.0%}), above the allowed "
+           f"preprocess.max_quarantine_share {cfg.max_quarantine_share:.0%}: {listing}{more}")
+    if early:
+        raise QuarantineExceeded(msg)
+    return msg
+
+
+def _run_ray(plan: _Plan, cfg: PreprocessConfig) -> list[dict]:
+    import ray
+
+    tasks = [{"file": f.uri, "dataset": f.dataset, "key": f.key, "identity": json.dumps(f.identity(plan.params[
+        f.dataset])), "clips": -1 if f.rows is None else f.rows} for f in plan.todo]
+    contexts = {d: {"format": plan.formats[d], "label_map": plan.label_maps[d]} for d in plan.raws}
+    # CPU shares are fractional so that every stage can run at once on a 2-core machine (a stage that cannot be
+    # scheduled stalls the whole stream); on a cluster the task pools widen to every free CPU. One raw file per
+    # stage-1 task and one chunk per later call keep every shard a function of its raw file alone.
+    # The window tasks get an explicit pool size (every CPU of the cluster), which also keeps Ray Data from fusing
+    # them into the embedding actors (it fuses task -> actor stages with equal CPU shares; fused, all windowing
+    # would run inside the one actor).
+    if not ray.is_initialized():
+        ray.init()
+    window_pool = max(1, min(int(ray.cluster_resources().get("CPU", 1) / cfg.window_cpus), len(tasks)))
+    window_pool += window_pool == cfg.text_actors
+    ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
+    # Ray Data's per-operator resource reservation would give each of the three stages a third of half the CPUs:
+    # on a 2-CPU node that runs one window task at a time. The stages' CPU shares and the window pool size bound
+    # the concurrency instead (this dataset's context only).
+    ds.context.op_resource_reservation_enabled = False
+    ds = ds.map_batches(window_files, fn_kwargs={"contexts": contexts, "trim_fraction": cfg.trim_fraction,
+                                                 "shard_rows": cfg.shard_rows},
+                        batch_size=1, batch_format="numpy", num_cpus=cfg.window_cpus,
+                        compute=ray.data.TaskPoolStrategy(size=window_pool))
+    ds = ds.map_batches(EmbedText, fn_constructor_args=(cfg.text_batch_size,), batch_size=1, batch_format="numpy",
+                        compute=ray.data.ActorPoolStrategy(size=cfg.text_actors), num_cpus=0.5)
+    ds = ds.map_batches(write_shards, fn_kwargs={"out_dirs": plan.out_dirs}, batch_size=1, batch_format="numpy",
+                        num_cpus=0.25)
+    return [json.loads(r["record"]) for r in ds.take_all()]
+
+
+def _run_local(plan: _Plan, cfg: PreprocessConfig) -> list[dict]:
+    """The same stages, sequentially, in this process (the model loaded once, here)."""
+    embedder = CachedEmbedder() if plan.todo else None
+    records = []
+    for f in plan.todo:
+        task = {"file": f.uri, "dataset": f.dataset, "key": f.key, "identity": f.identity(plan.params[f.dataset]),
+                "clips": -1 if f.rows is None else f.rows}
+        chunks = window_file(f.uri, f.dataset, plan.formats[f.dataset], plan.label_maps[f.dataset],
+                             cfg.trim_fraction, cfg.shard_rows)
+        for item in _chunk_rows(task, chunks):
+            item["emb"] = embed_texts(embedder, item["texts"])
+            records.append(write_chunk(item, plan.out_dirs[f.dataset]))
+    return records
+
+
+def preprocess(datasets: dict[str, int], run_dir: str, cfg: PreprocessConfig,
+               raw_uris: dict[str, str] | None = None, executor: str = "ray") -> dict[str, dict]:
+    """Run the pipeline once over several datasets' raw clips (``{name: video_dim}``); write and return each
+    dataset's manifest. One pipeline, so the text model is loaded once (per actor) for all of them.
+
+    Raw files already processed with the same parameters (see the module docstring) are not processed again.
+    ``executor="local"`` runs the same stages sequentially in this process, without Ray."""
+    if executor not in ("ray", "local"):
+        raise ValueError(f"executor must be 'ray' or 'local', not {executor!r}")
+    t0 = time.time()
+    plan = _plan(datasets, run_dir, cfg, raw_uris)
+    log.info("preprocess: %d raw file(s) to process, %d already done, %d quarantined on reading",
+             len(plan.todo), len(plan.reused), sum(bool(f.reason) for fs in plan.files.values() for f in fs))
+    new = [] if not plan.todo else (_run_ray(plan, cfg) if executor == "ray" else _run_local(plan, cfg))
+    seconds = round(time.time() - t0, 1)
+    records = [r for group in plan.reused.values() for r in group] + new
+    processed = {r["file"] for r in new}
+    manifests, failures = {}, []
+    for d in datasets:
+        mine = sorted((r for r in records if r["dataset"] == d), key=lambda r: (r["file"], r["chunk"]))
+        manifest = _manifest(d, plan, mine, seconds)
+        manifest["progress"] = {"files": len(plan.files[d]),
+                                "processed": sum(f.uri in processed for f in plan.files[d]),
+                                "reused": sum(f.key in plan.reused for f in plan.files[d]),
+                                "quarantined_files": sum(bool(f.reason) for f in plan.files[d])}
+        failure = _check_share(d, plan, mine, cfg)
+        if failure:
+            storage.write_json(storage.join(plan.out_dirs[d], "quarantine.json"), manifest["quarantine"])
+            failures.append(f"{failure}. Every entry: {storage.join(plan.out_dirs[d], 'quarantine.json')}")
             continue
-        for m, (n, total, sq) in json.loads(s["sums"]).items():
+        storage.write_json(storage.join(plan.out_dirs[d], "manifest.json"), manifest)
+        log.info("preprocessed %s: %s windows, %d quarantine entries", d, manifest["rows"],
+                 manifest["quarantine"]["count"])
+        manifests[d] = manifest
+    if failures:  # an earlier manifest may still name the shards a clean-up would delete: keep them
+        raise QuarantineExceeded("\n".join(failures))
+    _clean_stale(plan, records)
+    return manifests
+
+
+def _clean_stale(plan: _Plan, records: list[dict]) -> None:
+    """Delete shards and progress records of earlier runs that this run replaced (best effort)."""
+    keep = {storage.join(plan.out_dirs[r["dataset"]], r["shard"]) for r in records if r["shard"]}
+    current = {progress_uri(plan.out_dirs[r["dataset"]], _key(r["file"]), r["chunk"]) for r in records}
+    doomed = {storage.join(plan.out_dirs[r["dataset"]], r["shard"]) for r in plan.stale
+              if r.get("shard") and r.get("dataset") in plan.out_dirs} - keep
+    doomed |= set(plan.stale_records) - current
+    doomed |= {u for u in (storage.join(out, "quarantine.json") for out in plan.out_dirs.values()) if storage.exists(u)}
+    for uri in sorted(doomed):
+        fs, path = storage.filesystem(uri)
+        try:
+            fs.delete_file(path)
+        except OSError as exc:
+            log.warning("could not delete stale %s: %s", uri, exc)
+
+
+def _stats(records: list[dict]) -> dict[str, dict[str, list[float]]]:
+    """Per-channel mean/std over the train split's shards, summed in shard order (deterministic)."""
+    acc: dict[str, list] = {}
+    for r in sorted((r for r in records if r["split"] == "train" and r["shard"]), key=lambda r: r["shard"]):
+        for m, (n, total, sq) in r["sums"].items():
             if m not in acc:
                 acc[m] = [0, np.zeros(len(total)), np.zeros(len(total))]
             acc[m][0] += n
@@ -141,79 +701,32 @@ def _stats(summaries: list[dict]) -> dict[str, dict[str, list[float]]]:
     return stats
 
 
-def preprocess(datasets: dict[str, int], run_dir: str, cfg: PreprocessConfig,
-               raw_uris: dict[str, str] | None = None) -> dict[str, dict]:
-    """Run the pipeline once over several datasets' raw clips (``{name: video_dim}``); write and return each
-    dataset's manifest. One pipeline, so the text model is loaded once for all of them."""
-    import ray
-
-    from mujo.pipelines.generate import raw_dir
-
-    raws = {d: (raw_uris or {}).get(d) or raw_dir(run_dir, d) for d in datasets}
-    cards = {d: storage.read_json(storage.join(raw, "dataset.json")) for d, raw in raws.items()}
-    label_maps = {d: {name: i for i, name in enumerate(card["labels"])} for d, card in cards.items()}
-    formats = {d: SampleFormat(video_dim=video_dim) for d, video_dim in datasets.items()}
-    out_dirs = {d: shards_dir(run_dir, d) for d in datasets}
-    files = []
-    for d, raw in raws.items():
-        found = storage.list_files(raw, ".parquet")
-        if not found:
-            raise FileNotFoundError(f"no raw clip files (*.parquet) under {storage.describe(raw)}; run generation "
-                                    "or a dataset adapter first")
-        files += found
-    fs, _ = storage.filesystem(files[0])
-    t0 = time.time()
-    # CPU shares are fractional so that every stage can run at once on a 2-core machine (a stage that cannot be
-    # scheduled stalls the whole stream); on a cluster the task pools widen to every free CPU.
-    ds = ray.data.read_parquet([storage.filesystem(f)[1] for f in files], filesystem=fs,
-                               override_num_blocks=len(files), num_cpus=0.25)
-    ds = ds.map_batches(window_clips, fn_kwargs={"formats": formats, "label_maps": label_maps,
-                                                 "trim_fraction": cfg.trim_fraction},
-                        batch_size=8, batch_format="numpy", num_cpus=cfg.window_cpus)
-    ds = ds.map_batches(EmbedText, fn_constructor_args=(cfg.text_batch_size,), batch_size=cfg.text_batch_size,
-                        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=cfg.text_actors),
-                        num_cpus=0.5)
-    ds = ds.map_batches(write_shards, fn_kwargs={"formats": formats, "out_dirs": out_dirs},
-                        batch_size=cfg.shard_rows, batch_format="numpy", num_cpus=0.25)
-    summaries = ds.take_all()
-    seconds = round(time.time() - t0, 1)
-    return {d: _write_manifest(d, raws[d], cards[d], formats[d], out_dirs[d],
-                               [s for s in summaries if s["dataset"] == d], cfg, seconds) for d in datasets}
-
-
-def _write_manifest(dataset: str, raw: str, card: dict, fmt: SampleFormat, out: str, summaries: list[dict],
-                    cfg: PreprocessConfig, seconds: float) -> dict:
-    labels: list[str] = card["labels"]
-    shard_rows = [s for s in summaries if s["path"]]
-    quarantine = [e for s in summaries for e in json.loads(s["quarantine"])]
+def _manifest(d: str, plan: _Plan, records: list[dict], seconds: float) -> dict:
+    labels: list[str] = plan.cards[d]["labels"]
+    shard_records = [r for r in records if r["shard"]]
+    entries, bad, total = _quarantine(d, plan, records)
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for s in shard_rows:
-        for c, n in json.loads(s["classes"]).items():
-            counts[s["split"]][labels[int(c)]] += n
-    manifest = {
+    for r in shard_records:
+        for c, n in r["classes"].items():
+            counts[r["split"]][labels[int(c)]] += n
+    out = plan.out_dirs[d]
+    return {
         "schema_version": SCHEMA_VERSION,
-        "dataset": dataset,
-        "raw": raw,
+        "dataset": d,
+        "raw": plan.raws[d],
         "labels": labels,
-        "video_dim": fmt.video_dim,
-        "text_dim": fmt.text_dim,
-        "shards": {split: sorted(s["path"] for s in shard_rows if s["split"] == split)
-                   for split in sorted({s["split"] for s in shard_rows})},
+        "video_dim": plan.formats[d].video_dim,
+        "text_dim": plan.formats[d].text_dim,
+        "shards": {split: sorted(storage.join(out, r["shard"]) for r in shard_records if r["split"] == split)
+                   for split in sorted({r["split"] for r in shard_records})},
         "counts": {split: dict(sorted(c.items())) for split, c in sorted(counts.items())},
-        "rows": {split: sum(c.values()) for split, c in counts.items()},
-        "stats": _stats(shard_rows),
-        "quarantine": {"count": len(quarantine), "entries": quarantine},
-        "clips": card["clips"],
+        "rows": {split: sum(c.values()) for split, c in sorted(counts.items())},
+        "stats": _stats(shard_records),
+        "quarantine": {"count": len(entries), "files": sum(e["clip_id"] is None for e in entries),
+                       "clips": bad, "share": round(bad / max(total, 1), 4), "entries": entries},
+        "clips": plan.cards[d].get("clips", total),
         "seconds": seconds,
     }
-    storage.write_json(storage.join(out, "manifest.json"), manifest)
-    share = len(quarantine) / max(card["clips"], 1)
-    if share > cfg.max_quarantine_share:
-        raise QuarantineExceeded(
-            f"{dataset}: {len(quarantine)} of {card['clips']} clips ({share:.0%}) were quarantined, above the "
-            f"allowed {cfg.max_quarantine_share:.0%}; see quarantine in {storage.join(out, 'manifest.json')}")
-    log.info("preprocessed %s: %s windows, %d quarantined", dataset, manifest["rows"], len(quarantine))
-    return manifest
 
 
 def read_manifest(run_dir: str, dataset: str) -> dict:
