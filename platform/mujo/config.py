@@ -146,6 +146,9 @@ class EvaluateConfig(_Strict):
     max_concurrent_trials: int | None = Field(None, ge=1)
     max_retries: int = Field(1, ge=0)
     zero_shot: bool = Field(True, description="also report zero-shot top-1/3/5 Macro F1 (the paper's Table 3)")
+    zero_shot_models: dict[str, str] = Field(default_factory=dict, description=(
+        "more artefacts to compare zero-shot, by name (e.g. a unimodally pretrained model); the evaluated "
+        "artefact is always included as 'multimodal'"))
     zero_shot_calibrations: list[Literal["none", "unsupervised", "supervised"]] = Field(
         default_factory=lambda: ["none", "unsupervised", "supervised"])
 

@@ -38,7 +38,7 @@ def run_zero_shot(cfg: MainConfig, artefacts: str | dict[str, str], manifest: di
     from mujo.models import load_pretrained
 
     if isinstance(artefacts, str):
-        artefacts = {"multimodal": artefacts}
+        artefacts = {"multimodal": artefacts, **cfg.evaluate.zero_shot_models}
     models = {name: load_pretrained(path) for name, path in artefacts.items()}
     groups = [[m] for m in sorted({m for g in cfg.evaluate.inputs for m in g})]
     groups += [g for g in cfg.evaluate.inputs if len(g) > 1]
