@@ -41,6 +41,16 @@ def train_worker_pids() -> list[int]:
     return [int(p) for p in out.stdout.split()]
 
 
+def registered_checkpoint(root: str) -> bool:
+    """The Train controller has registered a checkpoint (its snapshot names one): a restart will resume from it.
+    A checkpoint folder on storage alone is not enough: the controller registers it only after the report."""
+    uri = storage.join(root, "checkpoint_manager_snapshot.json")
+    try:
+        return "checkpoint_" in storage.read_bytes(uri).decode()
+    except storage.StorageError:
+        return False
+
+
 def checkpoint_dirs(root: str) -> list[str]:
     return sorted({os.path.dirname(p) for p in storage.list_files(root) if p.endswith(STATE_FILE)})
 
@@ -60,8 +70,7 @@ def test_sigkill_worker_resumes_from_checkpoint(ray_session, tmp_path):
     killed = None
     deadline = time.time() + 300
     while time.time() < deadline and thread.is_alive() and killed is None:
-        # two checkpoints on storage: the first one is certainly registered with the controller by now
-        if len(checkpoint_dirs(train_root)) >= 2 and train_worker_pids():
+        if registered_checkpoint(train_root) and train_worker_pids():
             victim = max(train_worker_pids())
             os.kill(victim, signal.SIGKILL)
             killed = victim
