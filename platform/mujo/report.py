@@ -95,7 +95,8 @@ def to_csv(rows: list[dict]) -> str:
     if not rows:
         return ""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    fields = list(dict.fromkeys(k for r in rows for k in r))  # every column of every row, in first-seen order
+    writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
