@@ -69,8 +69,8 @@ class GenerateConfig(_Strict):
 
 class PreprocessConfig(_Strict):
     trim_fraction: float = Field(0.15, ge=0.0, lt=0.5)
-    text_batch_size: int = Field(256, ge=1)
-    text_actors: int = Field(1, ge=1)
+    text_batch_size: int = Field(256, ge=1, description="at most this many label texts per call to an embedding actor")
+    text_actors: int = Field(1, ge=1, description="embedding actors (each loads the text model once)")
     window_cpus: float = Field(0.5, gt=0, description="CPUs per windowing task")
     shard_rows: int = Field(4096, ge=1, description="target rows per shard")
     max_quarantine_share: float = Field(0.2, ge=0.0, le=1.0, description="fail when more clips are quarantined")

