@@ -27,3 +27,30 @@ def parse(description: str) -> MainConfig:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def evaluation_inputs(cfg: MainConfig, calibrations: list[str]):
+    """For the evaluation jobs: start storage and Ray, then (pretrained artefact, the evaluated dataset's manifest,
+    the pretraining corpus's manifest when a calibration needs it, else None)."""
+    from mujo import storage
+    from mujo.workflows import ensure_manifest, prepare
+
+    run_dir = prepare(cfg)
+    artefact = cfg.evaluate.pretrained or storage.join(run_dir, "pretrain", "model")
+    manifest = ensure_manifest(cfg, cfg.evaluate.dataset)
+    needs_reference = any(c != "none" for c in calibrations)
+    reference = ensure_manifest(cfg, cfg.pretrain.dataset) if needs_reference else None
+    return artefact, manifest, reference
+
+
+def run(main) -> None:
+    """Run a job's ``main``; a config or storage problem found once it runs (an unreachable bucket, refused
+    credentials, settings a submitted job's workers would not see) ends it with the message, exit code 2."""
+    from mujo.storage import StorageError
+    from mujo.pipelines.preprocess import QuarantineExceeded
+
+    try:
+        main()
+    except (ConfigError, StorageError, QuarantineExceeded) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -4,7 +4,7 @@
     ray job submit --working-dir . -- python jobs/generate.py --config jobs/configs/main.yaml
 """
 
-from _common import parse
+from _common import parse, run
 
 from mujo.pipelines.generate import generate
 from mujo.workflows import prepare
@@ -18,4 +18,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

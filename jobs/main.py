@@ -5,7 +5,7 @@ evaluation out on Ray Tune, and print the Macro F1 table.
     ray job submit --working-dir . -- python jobs/main.py --config jobs/configs/main.yaml
 """
 
-from _common import parse
+from _common import parse, run
 
 from mujo.workflows import run_main
 
@@ -21,4 +21,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

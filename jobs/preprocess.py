@@ -3,7 +3,7 @@
     python jobs/preprocess.py --config jobs/configs/main.yaml
 """
 
-from _common import parse
+from _common import parse, run
 
 from mujo.pipelines.preprocess import preprocess
 from mujo.workflows import prepare
@@ -18,4 +18,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -4,7 +4,7 @@ name from its latest checkpoint.
     python jobs/pretrain.py --config jobs/configs/main.yaml
 """
 
-from _common import parse
+from _common import parse, run
 
 from mujo.pipelines.preprocess import read_manifest
 from mujo.train.pretrain import pretrain
@@ -19,4 +19,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -11,7 +11,7 @@ trials.json, and every trial's TensorBoard files (tensorboard --logdir <run_dir>
 
 import logging
 
-from _common import parse
+from _common import parse, run
 
 from mujo.tune.search import ensure_manifest, run_search
 from mujo.workflows import prepare
@@ -37,4 +37,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-JOBS = ["main", "generate", "preprocess", "pretrain", "evaluate", "search"]
+JOBS = ["main", "generate", "preprocess", "pretrain", "evaluate", "fanout", "zeroshot", "search"]
 
 
 @pytest.mark.parametrize("job", JOBS)

@@ -15,6 +15,7 @@ from mujo import storage
 from mujo.config import load_config
 from mujo.models import load_pretrained
 from mujo.schema import WINDOW, check_shards, read_shard, table_to_batch
+from mujo.train.tensorboard import read_scalars
 
 pytestmark = [pytest.mark.ray, pytest.mark.s3]
 
@@ -69,7 +70,7 @@ def test_generation_and_windows_on_s3(main_run):
     assert 7.0 < mag < 14.0
 
 
-def test_pretraining_loss_falls_and_artefact_loads(main_run):
+def test_pretraining_loss_falls_and_artefact_loads(main_run, tmp_path_factory):
     cfg, out = main_run
     history = storage.read_json(storage.join(out["artefact"], "history.json"))
     losses = [h["loss"] for h in history]
@@ -78,6 +79,14 @@ def test_pretraining_loss_falls_and_artefact_loads(main_run):
     assert np.mean(losses[-k:]) < 0.8 * np.mean(losses[:k]), losses
     assert {"loss/video-pose", "loss/acc-text", "temperature", "lr", "samples_per_s"} <= set(history[0])
     assert any("val/R@1/acc->text" in h for h in history)
+    # TensorBoard events next to the Train run's checkpoints: every step's loss and the validation recalls
+    tb_dir = storage.join(cfg.run_dir, "train", f"{cfg.run_name}-pretrain", "tensorboard")
+    events = [p for p in storage.list_files(tb_dir) if "tfevents" in p]
+    assert events, tb_dir
+    local = tmp_path_factory.mktemp("tb") / "events"
+    local.write_bytes(storage.read_bytes(events[-1]))
+    scalars = read_scalars(str(local))
+    assert [s for s, _ in scalars["loss"]][-1] == history[-1]["step"] and "val/R@1/acc->text" in scalars
     model = load_pretrained(out["artefact"])
     assert model.cfg.embed_dim == 64 and model.modalities == ("video", "pose", "acc", "text")
 

@@ -109,6 +109,8 @@ class PretrainConfig(_Strict):
     dataset: str = "synthfit"
     num_workers: int = Field(2, ge=0)
     cpus_per_worker: float = Field(0.5, gt=0)
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="how the workers' bundles are placed on nodes (Ray placement group strategy)")
     use_gpu: bool = False
     amp: bool = Field(False, description="bf16 autocast (on GPU)")
     batch_size: int = Field(128, ge=2, description="per worker")

@@ -7,6 +7,7 @@ every worker through the runtime environment; credentials come from each node's 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -17,6 +18,36 @@ log = logging.getLogger(__name__)
 
 # Ray Data's Parquet reader otherwise starts up to 32 footer-reading actor processes (tens of seconds on 2 cores).
 RAY_DATA_ENV = {"RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1"}
+
+
+JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray's job manager in the driver of a submitted job
+
+
+def _job_env_vars() -> dict[str, str] | None:
+    """The env_vars of this submitted job's runtime environment, or None outside ``ray job submit``."""
+    raw = os.environ.get(JOB_ENV)
+    if not raw:
+        return None
+    try:
+        return dict((json.loads(raw).get("runtime_env") or {}).get("env_vars") or {})
+    except (ValueError, AttributeError):
+        return {}
+
+
+def check_job_storage_env(configured: dict[str, str]) -> None:
+    """Inside a submitted job, Ray ignores ``ray.init(runtime_env=...)``: workers see the job's runtime environment
+    and their node's environment only. Storage settings that came from the config (``configured``: the variables
+    ``storage.configure`` set in this driver) would silently not reach them; fail with the fix instead."""
+    if _job_env_vars() is None or not configured:
+        return
+    from mujo.config import ConfigError
+
+    env_json = json.dumps({"env_vars": configured})
+    raise ConfigError(
+        "this job runs under `ray job submit`, where Ray workers do not see settings made in the driver; the config's "
+        f"storage settings {sorted(configured)} would not reach them. Put them in the job's runtime environment, "
+        f"e.g. `ray job submit ... --runtime-env-json '{env_json}'` (or an env_vars entry in the --runtime-env YAML), "
+        "or set them in the cluster nodes' environment, and leave storage.endpoint_url/region out of the config")
 
 
 def init_ray(cfg: RayConfig, working_dir_env: dict[str, str] | None = None):
@@ -35,6 +66,9 @@ def init_ray(cfg: RayConfig, working_dir_env: dict[str, str] | None = None):
                  dashboard_host="127.0.0.1", runtime_env=runtime_env,
                  object_store_memory=cfg.object_store_mb * 2**20 if cfg.object_store_mb else None,
                  log_to_driver=True)
+    elif _job_env_vars() is not None:  # a submitted job: its runtime environment (ray job submit) is the one used
+        log.info("attaching to Ray at %s (submitted job)", address)
+        ray.init(address=address)
     else:
         log.info("attaching to Ray at %s", address)
         ray.init(address=address, runtime_env=runtime_env)

@@ -12,7 +12,7 @@ from mujo import storage
 from mujo.config import MainConfig, dump_config
 from mujo.pipelines.generate import generate
 from mujo.pipelines.preprocess import preprocess
-from mujo.raysession import init_ray
+from mujo.raysession import check_job_storage_env, init_ray
 from mujo.report import aggregate, box_plot, markdown_table, to_csv, zero_shot_table
 from mujo.train.pretrain import pretrain
 from mujo.tune.fanout import prepare_data, run_fanout
@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 
 def prepare(cfg: MainConfig) -> str:
     """Configure storage, check it is reachable and writable, start/attach Ray; returns the run folder."""
+    before = storage.environment()
     storage.configure(cfg.storage.endpoint_url, cfg.storage.region)
+    check_job_storage_env({k: v for k, v in storage.environment().items() if before.get(k) != v})
     run_dir = cfg.run_dir
     storage.check_writable(run_dir)
     storage.write_text(storage.join(run_dir, "config.yaml"), dump_config(cfg))
@@ -47,24 +49,50 @@ def run_zero_shot(cfg: MainConfig, artefacts: str | dict[str, str], manifest: di
             for row in zero_shot(models, data[mode]["test"], manifest["labels"], groups, embedder, calibration=mode)]
 
 
-def run_evaluation(cfg: MainConfig, artefact: str, manifest: dict, reference_manifest: dict | None = None) -> dict:
-    """Fan-out (and zero-shot) of one pretrained artefact on one preprocessed dataset; writes the results folder.
+def results_dir(cfg: MainConfig, dataset: str) -> str:
+    return storage.join(cfg.run_dir, "results", dataset)
 
-    ``reference_manifest`` (the pretraining corpus) is needed for calibrations other than ``none``."""
-    data = prepare_data(cfg, manifest, reference_manifest)
+
+def run_fanout_stage(cfg: MainConfig, artefact: str, manifest: dict, reference_manifest: dict | None = None,
+                     data: dict | None = None) -> dict:
+    """The Ray Tune fine-tuning fan-out of one pretrained artefact on one preprocessed dataset; writes
+    ``results.md``, ``trials.csv``, ``summary.csv`` and ``macro_f1.png`` to the dataset's results folder.
+
+    ``reference_manifest`` (the pretraining corpus) is needed for calibrations other than ``none``; ``data`` (from
+    :func:`mujo.tune.fanout.prepare_data`) is made when not given."""
+    data = data if data is not None else prepare_data(cfg, manifest, reference_manifest)
     rows = run_fanout(cfg, artefact, manifest, data)
     table = markdown_table(aggregate(rows))
-    out = storage.join(cfg.run_dir, "results", manifest["dataset"])
+    out = results_dir(cfg, manifest["dataset"])
     storage.write_text(storage.join(out, "results.md"), table)
     storage.write_text(storage.join(out, "trials.csv"), to_csv(rows))
     storage.write_text(storage.join(out, "summary.csv"), to_csv(aggregate(rows)))
     storage.write_bytes(storage.join(out, "macro_f1.png"), box_plot(rows))
-    if cfg.evaluate.zero_shot:
-        zs = run_zero_shot(cfg, artefact, manifest, data)
-        storage.write_text(storage.join(out, "zeroshot.md"), zero_shot_table(zs))
-        storage.write_text(storage.join(out, "zeroshot.csv"), to_csv(zs))
-        table += "\n" + zero_shot_table(zs)
     return {"rows": rows, "table": table, "results": out}
+
+
+def run_zero_shot_stage(cfg: MainConfig, artefact: str, manifest: dict, reference_manifest: dict | None = None,
+                        data: dict | None = None) -> dict:
+    """Zero-shot of one pretrained artefact (and ``evaluate.zero_shot_models``) on one preprocessed dataset;
+    writes ``zeroshot.md`` and ``zeroshot.csv`` to the dataset's results folder."""
+    data = data if data is not None else prepare_data(cfg, manifest, reference_manifest)
+    rows = run_zero_shot(cfg, artefact, manifest, data)
+    table = zero_shot_table(rows)
+    out = results_dir(cfg, manifest["dataset"])
+    storage.write_text(storage.join(out, "zeroshot.md"), table)
+    storage.write_text(storage.join(out, "zeroshot.csv"), to_csv(rows))
+    return {"rows": rows, "table": table, "results": out}
+
+
+def run_evaluation(cfg: MainConfig, artefact: str, manifest: dict, reference_manifest: dict | None = None) -> dict:
+    """Fan-out and (``evaluate.zero_shot``) zero-shot of one pretrained artefact on one preprocessed dataset, on
+    the same prepared data; writes the dataset's results folder."""
+    data = prepare_data(cfg, manifest, reference_manifest)
+    out = run_fanout_stage(cfg, artefact, manifest, data=data)
+    if cfg.evaluate.zero_shot:
+        zs = run_zero_shot_stage(cfg, artefact, manifest, data=data)
+        out["table"] += "\n" + zs["table"]
+    return out
 
 
 def ensure_manifest(cfg: MainConfig, dataset: str, video_dim: int = 512) -> dict:

@@ -24,8 +24,19 @@ def gpu_metrics(device: torch.device) -> dict[str, float]:
         return {}
     out = {"gpu/torch_max_alloc_gib": torch.cuda.max_memory_allocated(device) / 2**30}
     nvml = _nvml()
-    if nvml is not None:
-        handle = nvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+    handle = _handle(nvml, device) if nvml is not None else None
+    if handle is not None:
         out["gpu/util"] = float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
         out["gpu/mem_used_gib"] = nvml.nvmlDeviceGetMemoryInfo(handle).used / 2**30
     return out
+
+
+def _handle(nvml, device: torch.device):
+    """The NVML handle of a torch CUDA device. Torch numbers the devices that CUDA_VISIBLE_DEVICES leaves visible
+    (Ray sets it per worker), NVML numbers them all: match by UUID, never by index."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    try:
+        uuid = str(torch.cuda.get_device_properties(index).uuid)
+        return nvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
+    except Exception:  # an older driver or a MIG slice: no per-device figures rather than another GPU's
+        return None

@@ -14,6 +14,9 @@
   Ray every ``report_every_steps`` steps, at epoch ends and checkpoints (``ray.train.report`` is a cross-rank
   barrier costing 1-2 s on small CPU nodes), with means over the interval. Every epoch: cross-modal retrieval
   recall@1/5 on validation for every ordered pair of modalities.
+- TensorBoard: rank 0 writes every step's metrics (and the validation recalls, and GPU utilisation/memory where
+  a GPU exists) as scalars to ``<run_dir>/train/<name>/tensorboard/``, next to the run's checkpoints, copied there
+  at every checkpoint and at the end (``mujo.train.tensorboard``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from mujo.metrics import retrieval_recall_at_k
 from mujo.models.mujo import MuJoModel, build_model, save_pretrained
 from mujo.schema import MASK_COLUMNS, TENSOR_MODALITY_COLUMN
 from mujo.train.gpu import gpu_metrics
+from mujo.train.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
@@ -226,6 +230,7 @@ def train_loop(config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
     history: list[dict] = list(state["history"]) if checkpoint else []
+    tb = TensorBoardLog(config["tensorboard"]) if rank == 0 and config.get("tensorboard") else None
     val_batches: list | None = None
     model.train()
     last_step_end = time.perf_counter()
@@ -253,12 +258,16 @@ def train_loop(config: dict[str, Any]) -> None:
                     val_batches = list(ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=256))
                 metrics.update(retrieval_metrics(raw_model, val_batches, device, modalities))
                 history[-1].update({k: v for k, v in metrics.items() if k.startswith("val/")})
+            if tb is not None:
+                tb.scalars(metrics, step)
             checkpoint_now = step % pc.checkpoint_every_steps == 0 or step == total_steps
             if checkpoint_now or end_of_epoch or step % pc.report_every_steps == 0:
                 window = history[-min(pc.report_every_steps, len(history)):]
                 metrics["loss_mean"] = float(np.mean([h["loss"] for h in window]))
                 metrics["samples_per_s_mean"] = float(np.mean([h["samples_per_s"] for h in window]))
                 if checkpoint_now:
+                    if tb is not None:
+                        tb.sync()
                     save_checkpoint(metrics)
                 else:
                     ray.train.report(metrics, checkpoint=None)
@@ -267,6 +276,8 @@ def train_loop(config: dict[str, Any]) -> None:
                                                               "stats": config["stats"],
                                                               "resumed_from_steps": resumed_from})
         storage.write_json(storage.join(config["artefact"], "history.json"), history)
+    if tb is not None:
+        tb.close()
 
 
 def pretrain(cfg: MainConfig, manifest: dict, name: str | None = None, callbacks: list | None = None,
@@ -300,9 +311,11 @@ def pretrain(cfg: MainConfig, manifest: dict, name: str | None = None, callbacks
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"cfg": cfg.model_dump(mode="json"), "stats": manifest["stats"],
-                           "train_rows": manifest["rows"]["train"], "artefact": artefact},
+                           "train_rows": manifest["rows"]["train"], "artefact": artefact,
+                           "tensorboard": storage.join(train_root, name, "tensorboard")},
         scaling_config=ray.train.ScalingConfig(num_workers=pc.num_workers, use_gpu=pc.use_gpu,
-                                               resources_per_worker={"CPU": pc.cpus_per_worker}),
+                                               resources_per_worker={"CPU": pc.cpus_per_worker},
+                                               placement_strategy=pc.placement_strategy),
         torch_config=TorchConfig(backend="nccl" if pc.use_gpu else "gloo", timeout_s=600),
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),

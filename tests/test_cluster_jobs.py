@@ -1,0 +1,264 @@
+"""Run it as users run it: a real two-node Ray cluster (`ray start --head`, `ray start --address`, each node with its
+own resources and temporary folder) and the stages submitted as Ray jobs, with the `ray job submit` CLI and with
+`JobSubmissionClient`: generate -> preprocess -> pretrain -> fan-out, the artefacts checked in the local S3 server.
+
+The test starts its own processes and stops exactly those (never `ray stop`, which would end every Ray process of
+the user on the machine, the test session's own Ray included).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mujo import storage
+
+ROOT = Path(__file__).resolve().parent.parent
+RAY = str(Path(sys.executable).parent / "ray")
+pytestmark = [pytest.mark.ray, pytest.mark.s3, pytest.mark.cluster]
+
+OVERRIDES = [
+    "run_name=cluster",
+    "generate.clips_per_task=8",
+    "generate.datasets=[{name: synthfit, activities: [squats, bicep_curls, jumping_jacks, pushups], "
+    "subjects: {train: 3, val: 1, test: 1}, clip_seconds: [8, 10]}]",
+    "model.embed_dim=32", "model.proj_hidden=32", "model.text_hidden=32", "model.video_hidden=32",
+    "pretrain.dataset=synthfit", "pretrain.batch_size=16", "pretrain.epochs=2", "pretrain.warmup_steps=1",
+    "pretrain.checkpoint_every_steps=4", "pretrain.num_workers=2", "pretrain.cpus_per_worker=0.5",
+    "pretrain.placement_strategy=SPREAD",
+    "evaluate.dataset=synthfit", "evaluate.inputs=[[acc]]", "evaluate.settings=[baseline, frozen]",
+    "evaluate.fractions=[1.0]", "evaluate.seeds=1", "evaluate.max_epochs=2", "evaluate.patience=2",
+    "evaluate.calibrations=[none]", "evaluate.zero_shot=false",
+]
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _node_ports() -> list[str]:
+    node_manager, object_manager, agent_listen, agent_grpc, metrics, runtime_env, client = _free_ports(7)
+    return ["--node-manager-port", str(node_manager), "--object-manager-port", str(object_manager),
+            "--dashboard-agent-listen-port", str(agent_listen), "--dashboard-agent-grpc-port", str(agent_grpc),
+            "--metrics-export-port", str(metrics), "--runtime-env-agent-port", str(runtime_env)]
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """{pid: (parent pid, command line)} from /proc (Linux; psutil is not a dependency of this project)."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        out[int(entry)] = (ppid, cmd)
+    return out
+
+
+def _started_by(temp_dirs: list[str]) -> list[int]:
+    """Process ids of the Ray processes using one of ``temp_dirs`` (their command lines name it) and all their
+    descendants (the worker processes)."""
+    procs = _processes()
+    found = {pid for pid, (_, cmd) in procs.items() if any(d in cmd for d in temp_dirs)}
+    grew = True
+    while grew:
+        children = {pid for pid, (ppid, _) in procs.items() if ppid in found} - found
+        found |= children
+        grew = bool(children)
+    found.discard(os.getpid())
+    return sorted(found)
+
+
+def _stop(pids: list[int], timeout: float = 15) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + timeout
+    while time.time() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.5)
+    for pid in pids:
+        if _alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def cluster(s3):
+    """A head node and a worker node on loopback, each with 2 CPUs, its own custom resource and temp folder."""
+    head_tmp = tempfile.mkdtemp(prefix="mujo-rh-", dir="/tmp")
+    worker_tmp = tempfile.mkdtemp(prefix="mujo-rw-", dir="/tmp")
+    gcs, dashboard = _free_ports(2)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # the nodes' environment: what an on-premises cluster with an S3-compatible store gives its nodes
+    env.update(s3.env)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # `python` in an entrypoint
+    env.update({"RAY_AUTH_MODE": "disabled", "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1",
+                "GLOO_SOCKET_IFNAME": "lo", "RAY_USAGE_STATS_ENABLED": "0"})
+    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "2", "--object-store-memory", str(200 * 2**20),
+              "--disable-usage-stats"]
+    try:
+        subprocess.run([RAY, "start", "--head", "--port", str(gcs), "--temp-dir", head_tmp,
+                        "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
+                        "--dashboard-port", str(dashboard), "--ray-client-server-port", str(_free_ports(1)[0]),
+                        "--resources", json.dumps({"head_node": 1}), *common, *_node_ports()],
+                       env=env, check=True, capture_output=True, text=True, timeout=180)
+        subprocess.run([RAY, "start", "--address", f"127.0.0.1:{gcs}", "--temp-dir", worker_tmp,
+                        "--resources", json.dumps({"worker_node": 1}), *common, *_node_ports()],
+                       env=env, check=True, capture_output=True, text=True, timeout=180)
+        address = f"http://127.0.0.1:{dashboard}"
+        _wait_for_nodes(address, 2, env)
+        yield {"address": address, "env": env, "temp_dirs": [head_tmp, worker_tmp]}
+    except subprocess.CalledProcessError as exc:
+        pytest.fail(f"ray start failed: {exc.stderr[-3000:]}")
+    finally:
+        _stop(_started_by([head_tmp, worker_tmp]))
+        for d in (head_tmp, worker_tmp):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _wait_for_nodes(address: str, count: int, env: dict, timeout: float = 120) -> None:
+    from ray.job_submission import JobSubmissionClient
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            JobSubmissionClient(address).list_jobs()
+            from ray.util.state import list_nodes
+
+            alive = [n for n in list_nodes(address=address) if n.state == "ALIVE"]
+            if len(alive) >= count:
+                return
+        except Exception:  # the dashboard is still starting
+            if time.time() > deadline:
+                raise
+        if time.time() > deadline:
+            raise TimeoutError(f"{count} nodes not alive at {address} after {timeout} s")
+        time.sleep(2)
+
+
+def _entrypoint(job: str, s3_root: str) -> list[str]:
+    sets = [a for o in OVERRIDES + [f"storage.root={s3_root}/cluster-runs"] for a in ("--set", o)]
+    return ["python", f"jobs/{job}.py", "--config", "jobs/configs/main.yaml", *sets]
+
+
+def _cli_submit(cluster, job: str, s3_root: str, timeout: int = 480) -> str:
+    """`ray job submit --runtime-env jobs/runtime_env.yaml -- python jobs/<job>.py ...`, waiting for the end (the
+    CLI streams the job's logs); returns the submission id."""
+    sid = f"mujo-{job}-{uuid.uuid4().hex[:8]}"
+    proc = subprocess.run([RAY, "job", "submit", "--address", cluster["address"], "--submission-id", sid,
+                           "--runtime-env", "jobs/runtime_env.yaml", "--", *_entrypoint(job, s3_root)],
+                          cwd=ROOT, env=cluster["env"], capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return sid
+
+
+def _client_submit(cluster, job: str, s3_root: str, timeout: int = 480) -> str:
+    """The same through `JobSubmissionClient`, with the same runtime environment file; polls until the end."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(cluster["address"])
+    runtime_env = yaml.safe_load((ROOT / "jobs" / "runtime_env.yaml").read_text())
+    runtime_env["working_dir"] = str(ROOT)
+    runtime_env["py_modules"] = [str(ROOT / p) for p in runtime_env["py_modules"]]
+    import shlex
+
+    sid = client.submit_job(entrypoint=shlex.join(_entrypoint(job, s3_root)), runtime_env=runtime_env,
+                            submission_id=f"mujo-{job}-{uuid.uuid4().hex[:8]}")
+    deadline = time.time() + timeout
+    while client.get_job_status(sid) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+        if time.time() > deadline:
+            client.stop_job(sid)
+            pytest.fail(f"job {sid} still running after {timeout} s:\n{client.get_job_logs(sid)[-4000:]}")
+        time.sleep(2)
+    return sid
+
+
+def _status(cluster, sid: str) -> tuple[str, str]:
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(cluster["address"])
+    return str(client.get_job_status(sid).value), client.get_job_logs(sid)
+
+
+def test_bad_config_fails_before_cluster_work(cluster, s3_root):
+    from ray.job_submission import JobSubmissionClient
+
+    proc = subprocess.run([RAY, "job", "submit", "--address", cluster["address"], "--runtime-env",
+                           "jobs/runtime_env.yaml", "--", "python", "jobs/pretrain.py", "--config",
+                           "jobs/configs/main.yaml", "--set", "pretrain.epochs=-1"],
+                          cwd=ROOT, env=cluster["env"], capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert "pretrain.epochs" in out and "Traceback" not in out, out[-3000:]
+    failed = [j for j in JobSubmissionClient(cluster["address"]).list_jobs() if "pretrain.epochs=-1" in j.entrypoint]
+    assert failed and str(failed[0].status.value) == "FAILED"
+
+
+def test_chain_on_two_nodes(cluster, s3_root):
+    run = f"{s3_root}/cluster-runs/cluster"
+    sids = {"generate": _client_submit(cluster, "generate", s3_root),
+            "preprocess": _cli_submit(cluster, "preprocess", s3_root)}
+    sids["pretrain"] = _client_submit(cluster, "pretrain", s3_root)
+    sids["fanout"] = _cli_submit(cluster, "fanout", s3_root)
+    for job, sid in sids.items():
+        status, logs = _status(cluster, sid)
+        assert status == "SUCCEEDED", f"{job}: {status}\n{logs[-4000:]}"
+    # the jobs ran on the cluster they were submitted to (attached, not an embedded Ray)
+    assert "starting a local Ray" not in _status(cluster, sids["pretrain"])[1]
+
+    manifest = storage.read_json(storage.join(run, "shards", "synthfit", "manifest.json"))
+    assert manifest["rows"]["train"] > 0 and manifest["quarantine"]["count"] == 0
+    assert storage.exists(storage.join(run, "pretrain", "model", "history.json"))
+    history = storage.read_json(storage.join(run, "pretrain", "model", "history.json"))
+    assert history[-1]["step"] >= 2
+    tb = storage.join(run, "train", "cluster-pretrain", "tensorboard")
+    assert any("tfevents" in p for p in storage.list_files(tb))
+    results = storage.join(run, "results", "synthfit")
+    table = storage.read_bytes(storage.join(results, "results.md")).decode()
+    assert "| acc | baseline |" in table and "| acc | frozen |" in table
+    trials = storage.read_bytes(storage.join(results, "trials.csv")).decode().splitlines()
+    assert len(trials) == 1 + 2 and not any(",failed," in t for t in trials)
+    # both nodes are still up and no job is left running
+    from ray.job_submission import JobSubmissionClient
+    from ray.util.state import list_actors, list_nodes
+
+    assert sum(n.state == "ALIVE" for n in list_nodes(address=cluster["address"])) == 2
+    # pretraining really was multi-node: its two workers (SPREAD) ran on different nodes
+    workers = [a for a in list_actors(address=cluster["address"], detail=True, limit=10_000)
+               if a.class_name.endswith("RayTrainWorker")]
+    assert len({a.node_id for a in workers}) == 2, [(a.class_name, a.node_id) for a in workers]
+    assert all(j.status.is_terminal() for j in JobSubmissionClient(cluster["address"]).list_jobs())
