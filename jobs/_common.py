@@ -7,7 +7,8 @@ import logging
 import os
 import sys
 
-# Run from a checkout without installation too (ray job submit --working-dir . ships the tree, not the venv).
+# Run from a checkout without installation too (a submitted job's working_dir is the tree, not the venv; the
+# workers get the package from py_modules in jobs/runtime_env.yaml).
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "platform"))
 
 from mujo.config import ConfigError, MainConfig, load_config  # noqa: E402

@@ -1,7 +1,7 @@
 """Generate the synthetic corpus (raw clips) with Ray tasks, to local storage or S3.
 
     python jobs/generate.py --config jobs/configs/main.yaml
-    ray job submit --working-dir . -- python jobs/generate.py --config jobs/configs/main.yaml
+    ray job submit --runtime-env jobs/runtime_env.yaml -- python jobs/generate.py --config jobs/configs/main.yaml
 """
 
 from _common import parse, run

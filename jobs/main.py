@@ -2,7 +2,7 @@
 evaluation out on Ray Tune, and print the Macro F1 table.
 
     python jobs/main.py --config jobs/configs/main.yaml
-    ray job submit --working-dir . -- python jobs/main.py --config jobs/configs/main.yaml
+    ray job submit --runtime-env jobs/runtime_env.yaml -- python jobs/main.py --config jobs/configs/main.yaml
 """
 
 from _common import parse, run

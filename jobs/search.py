@@ -2,7 +2,7 @@
 and loss form (random search or Optuna, ASHA early stopping); each trial a Ray Train pretraining run.
 
     python jobs/search.py --config jobs/configs/search.yaml
-    ray job submit --working-dir . -- python jobs/search.py --config jobs/configs/search.yaml
+    ray job submit --runtime-env jobs/runtime_env.yaml -- python jobs/search.py --config jobs/configs/search.yaml
 
 Generates and preprocesses the pretraining dataset when the run has no manifest for it. Leaves under
 <run_dir>/search/: best.json (the best trial's full config, metric, artefact), best_model/ (its model artefact),

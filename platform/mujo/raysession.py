@@ -50,6 +50,19 @@ def check_job_storage_env(configured: dict[str, str]) -> None:
         "or set them in the cluster nodes' environment, and leave storage.endpoint_url/region out of the config")
 
 
+def check_job_storage_root(root: str) -> None:
+    """Inside a submitted job the working directory is Ray's temporary copy of the shipped tree: a relative local
+    storage root would put the run there (and a later job would not find it). Require an absolute path or s3://."""
+    if _job_env_vars() is None or storage.is_s3(root) or os.path.isabs(root):
+        return
+    from mujo.config import ConfigError
+
+    raise ConfigError(
+        f"storage.root '{root}' is relative: under `ray job submit` it would resolve inside Ray's temporary copy of "
+        f"the working dir. Pass an absolute path (e.g. --set storage.root=$PWD/{root} on a one-machine cluster) or "
+        "an s3:// URI (any cluster of several machines)")
+
+
 def init_ray(cfg: RayConfig, working_dir_env: dict[str, str] | None = None):
     import ray
 

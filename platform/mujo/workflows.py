@@ -12,7 +12,7 @@ from mujo import storage
 from mujo.config import MainConfig, dump_config
 from mujo.pipelines.generate import generate
 from mujo.pipelines.preprocess import preprocess
-from mujo.raysession import check_job_storage_env, init_ray
+from mujo.raysession import check_job_storage_env, check_job_storage_root, init_ray
 from mujo.report import aggregate, box_plot, markdown_table, to_csv, zero_shot_table
 from mujo.train.pretrain import pretrain
 from mujo.tune.fanout import prepare_data, run_fanout
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 def prepare(cfg: MainConfig) -> str:
     """Configure storage, check it is reachable and writable, start/attach Ray; returns the run folder."""
+    check_job_storage_root(cfg.storage.root)
     before = storage.environment()
     storage.configure(cfg.storage.endpoint_url, cfg.storage.region)
     check_job_storage_env({k: v for k, v in storage.environment().items() if before.get(k) != v})
