@@ -187,3 +187,14 @@ def check_writable(uri: str) -> None:
         fs.delete_file(path)
     except OSError as exc:
         raise _wrap(uri, exc) from exc
+
+
+def ray_storage(uri: str) -> dict:
+    """``storage_path`` and ``storage_filesystem`` for a Ray Train / Tune ``RunConfig`` that keeps its runs under
+    ``uri`` (local or ``s3://``, with this process's endpoint settings); creates the folder."""
+    import pyarrow.fs
+
+    makedirs(uri)
+    fs, path = filesystem(uri)
+    return {"storage_path": path,
+            "storage_filesystem": None if isinstance(fs, pyarrow.fs.LocalFileSystem) else fs}

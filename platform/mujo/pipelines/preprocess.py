@@ -20,9 +20,13 @@ no sample leaves the process that made it (``process_files`` -> ``process_file``
 1. read the file, decode, validate and window each clip (resampling to 50 Hz by the stream rates or timestamps,
    trimming, 100-frame windows, virtual wrist IMU where a clip has no real one); a bad clip becomes a quarantine
    entry (file, clip, reason) instead of samples;
-2. text embeddings from the ``EmbedText`` actor (started first, so that the model loads while the first files are
-   windowed; each task asks for its file's texts before windowing). The actor embeds each distinct text alone (a
-   batch of one, one thread) and remembers it, so an embedding is bit-identical whatever else is embedded;
+2. text embeddings from a pool of ``EmbedText`` actors (``preprocess.text_actors``, each loading the sentence model
+   once; started before the driver plans the run, so that the model loads while the files are checked and the
+   first ones windowed). A task asks its actor (chosen by the file) for its file's label texts, in calls of at most
+   ``text_batch_size``, before it windows. An actor embeds each distinct text alone (a batch of one, one thread)
+   and remembers it, so an embedding is bit-identical whatever else is embedded. (Samples do not travel to the
+   actors: a three-stage pipeline that moved them through the object store was measured 1.5x slower, see
+   ``benchmarks/README.md``.)
 3. the file's samples, cut into chunks (per split, at most ``shard_rows`` rows, in file order), are written one
    shard per chunk, atomically, named by the sha1 of their sample ids, each followed by its progress record
    (shard, counts per class, per-channel sums for statistics, quarantine).

@@ -287,7 +287,6 @@ def pretrain(cfg: MainConfig, manifest: dict, name: str | None = None, callbacks
     ``name`` is the Ray Train run name (a run started again with the same name resumes); the final model artefact
     goes to ``artefact`` (default ``<run_dir>/pretrain/model``). ``callbacks`` go to the trainer's RunConfig (e.g.
     Tune's ``TuneReportCallback`` when a Tune trial runs this)."""
-    import pyarrow.fs
     import ray.data
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -306,8 +305,6 @@ def pretrain(cfg: MainConfig, manifest: dict, name: str | None = None, callbacks
     name = name or f"{cfg.run_name}-pretrain"
     artefact = artefact or storage.join(run_dir, "pretrain", "model")
     train_root = storage.join(run_dir, "train")
-    root_fs, root_path = storage.filesystem(train_root)
-    storage.makedirs(train_root)
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"cfg": cfg.model_dump(mode="json"), "stats": manifest["stats"],
@@ -320,8 +317,7 @@ def pretrain(cfg: MainConfig, manifest: dict, name: str | None = None, callbacks
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
         run_config=ray.train.RunConfig(
-            name=name, storage_path=root_path,
-            storage_filesystem=None if isinstance(root_fs, pyarrow.fs.LocalFileSystem) else root_fs,
+            name=name, **storage.ray_storage(train_root),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=pc.num_to_keep),
             failure_config=ray.train.FailureConfig(max_failures=pc.max_failures),
             callbacks=callbacks),

@@ -106,7 +106,6 @@ def run_fanout(cfg: MainConfig, pretrained: str, manifest: dict, data: dict[str,
 
     ``data`` is :func:`prepare_data`'s output (computed here when not given; calibrations other than ``none`` need
     it computed with the pretraining manifest)."""
-    import pyarrow.fs
     import ray
     from ray import tune
 
@@ -118,9 +117,6 @@ def run_fanout(cfg: MainConfig, pretrained: str, manifest: dict, data: dict[str,
         tune.with_parameters(finetune_trial, data=data, pretrained=pretrained,
                              evaluate=ecfg.model_dump(mode="json"), num_classes=num_classes),
         {"cpu": ecfg.cpus_per_trial})
-    root = storage.join(cfg.run_dir, "tune")
-    storage.makedirs(root)
-    fs, path = storage.filesystem(root)
     max_concurrent = ecfg.max_concurrent_trials or max(int(ray.available_resources().get("CPU", 1)
                                                            // ecfg.cpus_per_trial), 1)
     tuner = tune.Tuner(
@@ -128,8 +124,7 @@ def run_fanout(cfg: MainConfig, pretrained: str, manifest: dict, data: dict[str,
         param_space=param_space(ecfg),
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(
-            name=name or f"{cfg.run_name}-finetune", storage_path=path,
-            storage_filesystem=None if isinstance(fs, pyarrow.fs.LocalFileSystem) else fs,
+            name=name or f"{cfg.run_name}-finetune", **storage.ray_storage(storage.join(cfg.run_dir, "tune")),
             failure_config=tune.FailureConfig(max_failures=ecfg.max_retries), verbose=0),
     )
     grid = tuner.fit()

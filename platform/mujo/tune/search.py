@@ -326,7 +326,6 @@ def copy_artefact(src: str, dst: str) -> None:
 def run_search(cfg: MainConfig, manifest: dict, name: str | None = None) -> dict:
     """Run the search on a preprocessed pretraining dataset; write ``trials.json``, ``best.json`` and
     ``best_model`` under ``<run_dir>/search``; return the summary (``best``, ``trials``, paths)."""
-    import pyarrow.fs
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -342,7 +341,6 @@ def run_search(cfg: MainConfig, manifest: dict, name: str | None = None) -> dict
     root = storage.join(run_dir, "search")
     models_root = storage.join(root, "models", name)
     storage.makedirs(root)
-    fs, path = storage.filesystem(root)
 
     full = expected_iterations(base, manifest)
     first_val = first_validation_iteration(base, manifest)
@@ -385,8 +383,7 @@ def run_search(cfg: MainConfig, manifest: dict, name: str | None = None) -> dict
             max_concurrent_trials=None if isinstance(search_alg, BasicVariantGenerator)
             else sc.max_concurrent_trials, reuse_actors=False),
         run_config=tune.RunConfig(
-            name=name, storage_path=path,
-            storage_filesystem=None if isinstance(fs, pyarrow.fs.LocalFileSystem) else fs,
+            name=name, **storage.ray_storage(root),
             failure_config=tune.FailureConfig(max_failures=sc.max_retries), verbose=0),
     )
     grid = tuner.fit()
