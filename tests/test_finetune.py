@@ -189,3 +189,15 @@ def test_train_classifier_validates_inputs() -> None:
         train_classifier(frozen, train, val, test, num_classes=3, cfg=cfg)
     with pytest.raises(ValueError):
         FinetuneConfig(lr=0.0)
+
+
+def test_fanout_trial_device_is_one_flag_away():
+    import torch
+
+    from mujo.config import EvaluateConfig
+    from mujo.tune.fanout import trial_device
+
+    assert trial_device(EvaluateConfig()) == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="gpus_per_trial=0.25 but this trial sees no CUDA device"):
+            trial_device(EvaluateConfig(gpus_per_trial=0.25))

@@ -145,7 +145,11 @@ class EvaluateConfig(_Strict):
     batch_size: int = Field(64, ge=1)
     head_hidden: int = Field(256, ge=1)
     cpus_per_trial: float = Field(1.0, gt=0)
-    max_concurrent_trials: int | None = Field(None, ge=1)
+    gpus_per_trial: float = Field(0.0, ge=0, description=(
+        "GPUs per fan-out trial; fractions let trials share a GPU (e.g. 0.25: four per GPU). 0: CPU"))
+    max_concurrent_trials: int | None = Field(None, ge=1, description=(
+        "cap on trials running at once; unset: as many as the cluster's resources allow (on an autoscaling "
+        "cluster the pending trials are what brings workers up)"))
     max_retries: int = Field(1, ge=0)
     zero_shot: bool = Field(True, description="also report zero-shot top-1/3/5 Macro F1 (the paper's Table 3)")
     zero_shot_models: dict[str, str] = Field(default_factory=dict, description=(

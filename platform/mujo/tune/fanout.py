@@ -16,6 +16,7 @@ from typing import Any
 from mujo import storage
 from mujo.config import EvaluateConfig, MainConfig
 from mujo.finetune import FinetuneConfig, sample_label_fraction, train_classifier
+from mujo.train.gpu import gpu_metrics
 from mujo.evaluation import apply_calibration, fit_calibration, load_arrays, reference_for, save_calibration
 
 log = logging.getLogger(__name__)
@@ -71,13 +72,26 @@ def finetune_trial(config: dict[str, Any], data: dict, pretrained: str, evaluate
         split[name] = ({m: x[m] for m in inputs}, y)
     model = build_classifier(_pretrained(pretrained), inputs, num_classes, config["setting"],
                              hidden=ecfg.head_hidden, seed=config["seed"])
+    device = trial_device(ecfg)
     fcfg = FinetuneConfig(lr=ecfg.lr, max_epochs=ecfg.max_epochs, patience=ecfg.patience,
-                          batch_size=ecfg.batch_size, seed=config["seed"])
+                          batch_size=ecfg.batch_size, seed=config["seed"], device=str(device))
     result = train_classifier(model, split["train"], split["val"], split["test"], num_classes, fcfg,
-                              on_epoch=lambda m: tune.report({**m, "done": False}))
+                              on_epoch=lambda m: tune.report({**m, **gpu_metrics(device), "done": False}))
     tune.report({"epoch": result.epochs_run, "val_macro_f1": result.val_macro_f1,
                  "test_macro_f1": result.test_macro_f1, "best_epoch": result.best_epoch,
-                 "train_samples": int(len(idx)), "done": True})
+                 "train_samples": int(len(idx)), **gpu_metrics(device), "done": True})
+
+
+def trial_device(ecfg: EvaluateConfig):
+    """``cuda`` when the trial asked for a GPU (Ray then makes exactly its GPU visible), else ``cpu``."""
+    import torch
+
+    if ecfg.gpus_per_trial <= 0:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"evaluate.gpus_per_trial={ecfg.gpus_per_trial} but this trial sees no CUDA device "
+                           "(no GPU on its node, or a CPU build of torch): set it to 0 to fine-tune on CPU")
+    return torch.device("cuda", 0)
 
 
 def _error_line(error: BaseException | None) -> str:
@@ -106,7 +120,6 @@ def run_fanout(cfg: MainConfig, pretrained: str, manifest: dict, data: dict[str,
 
     ``data`` is :func:`prepare_data`'s output (computed here when not given; calibrations other than ``none`` need
     it computed with the pretraining manifest)."""
-    import ray
     from ray import tune
 
     ecfg = cfg.evaluate
@@ -116,9 +129,11 @@ def run_fanout(cfg: MainConfig, pretrained: str, manifest: dict, data: dict[str,
     trainable = tune.with_resources(
         tune.with_parameters(finetune_trial, data=data, pretrained=pretrained,
                              evaluate=ecfg.model_dump(mode="json"), num_classes=num_classes),
-        {"cpu": ecfg.cpus_per_trial})
-    max_concurrent = ecfg.max_concurrent_trials or max(int(ray.available_resources().get("CPU", 1)
-                                                           // ecfg.cpus_per_trial), 1)
+        {"cpu": ecfg.cpus_per_trial, **({"gpu": ecfg.gpus_per_trial} if ecfg.gpus_per_trial else {})})
+    # No cap by default: Tune starts trials as resources free up, and on an autoscaling cluster the pending trials'
+    # resource requests are what scale the workers up (a cap computed from the resources of the moment would pin
+    # a cluster that starts from zero workers to one trial at a time).
+    max_concurrent = ecfg.max_concurrent_trials
     tuner = tune.Tuner(
         trainable,
         param_space=param_space(ecfg),
