@@ -12,6 +12,7 @@ Macro F1 here is :func:`mujo.metrics.macro_f1` (mean over the classes present in
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -168,7 +169,10 @@ def _to_tensors(split: Split, name: str, num_classes: int) -> tuple[dict[str, to
         arr = np.asarray(value, dtype=np.float32)
         if arr.shape[:1] != y.shape:
             raise ValueError(f"{name}[{key!r}] has {arr.shape[:1]} rows, labels have {y.shape[0]}")
-        tensors[key] = torch.from_numpy(np.ascontiguousarray(arr))
+        arr = np.ascontiguousarray(arr)
+        with warnings.catch_warnings():  # read-only arrays (Ray's object store, shared by trials): shared, never
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")  # written to
+            tensors[key] = torch.from_numpy(arr)
     return tensors, torch.from_numpy(y.astype(np.int64))
 
 

