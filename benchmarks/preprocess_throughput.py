@@ -9,7 +9,7 @@ figure includes:
 - both: the driver's checks (listing, footers, progress), reading the raw files, validation, resampling, windows,
   text embeddings, writing the shards and progress records, the manifest;
 - both: loading the sentence model once (the local loop in this process, the Ray side in its actor), and the import
-  of torch and sentence-transformers that goes with it (this process has not imported them before the local run;
+  of torch that goes with it (this process has not imported it before the local run;
   the Ray actor is a fresh process). The model's files are read once beforehand so that neither side pays a cold
   disk;
 - the Ray side: starting its worker processes and the actor (Ray Data execution); NOT ``ray.init`` (starting the
