@@ -123,7 +123,7 @@ def embed(model: MuJoModel, arrays: Arrays, inputs: Sequence[str], batch_size: i
     n = len(arrays[inputs[0]])
     out = []
     for i in range(0, n, batch_size):
-        parts = [model.embed(m, torch.from_numpy(np.ascontiguousarray(arrays[m][i:i + batch_size]))) for m in inputs]
+        parts = [model.embed(m, torch.tensor(arrays[m][i:i + batch_size])) for m in inputs]
         out.append(torch.stack(parts).mean(0).numpy())
     return l2_normalize(np.concatenate(out))
 
