@@ -55,3 +55,10 @@ def run(main) -> None:
     except (ConfigError, StorageError, QuarantineExceeded) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def print_results(out: dict) -> None:
+    """An evaluation stage's table and where its files went."""
+    print()
+    print(out["table"])
+    print(f"results under {out['results']}")

@@ -6,7 +6,7 @@
     python jobs/evaluate.py --config jobs/configs/evaluate.yaml --set evaluate.dataset=mhealth
 """
 
-from _common import evaluation_inputs, parse, run
+from _common import evaluation_inputs, parse, print_results, run
 
 from mujo.workflows import run_evaluation
 
@@ -17,9 +17,7 @@ def main() -> None:
                                                   else [])]
     artefact, manifest, reference = evaluation_inputs(cfg, calibrations)
     out = run_evaluation(cfg, artefact, manifest, reference)
-    print()
-    print(out["table"])
-    print(f"results under {out['results']}")
+    print_results(out)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ model on one dataset; results.md, trials.csv, summary.csv and macro_f1.png under
     python jobs/fanout.py --config jobs/configs/evaluate.yaml --set evaluate.dataset=mhealth
 """
 
-from _common import evaluation_inputs, parse, run
+from _common import evaluation_inputs, parse, print_results, run
 
 from mujo.workflows import run_fanout_stage
 
@@ -13,9 +13,7 @@ def main() -> None:
     cfg = parse(__doc__.splitlines()[0])
     artefact, manifest, reference = evaluation_inputs(cfg, cfg.evaluate.calibrations)
     out = run_fanout_stage(cfg, artefact, manifest, reference)
-    print()
-    print(out["table"])
-    print(f"results under {out['results']}")
+    print_results(out)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ evaluate.zero_shot_models, on one dataset; zeroshot.md and zeroshot.csv under <r
     python jobs/zeroshot.py --config jobs/configs/evaluate.yaml --set evaluate.dataset=mhealth
 """
 
-from _common import evaluation_inputs, parse, run
+from _common import evaluation_inputs, parse, print_results, run
 
 from mujo.workflows import run_zero_shot_stage
 
@@ -13,9 +13,7 @@ def main() -> None:
     cfg = parse(__doc__.splitlines()[0])
     artefact, manifest, reference = evaluation_inputs(cfg, cfg.evaluate.zero_shot_calibrations)
     out = run_zero_shot_stage(cfg, artefact, manifest, reference)
-    print()
-    print(out["table"])
-    print(f"results under {out['results']}")
+    print_results(out)
 
 
 if __name__ == "__main__":

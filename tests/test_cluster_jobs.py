@@ -1,6 +1,6 @@
 """Run it as users run it: a real two-node Ray cluster (`ray start --head`, `ray start --address`, each node with its
 own resources and temporary folder) and the stages submitted as Ray jobs, with the `ray job submit` CLI and with
-`JobSubmissionClient`: generate -> preprocess -> pretrain -> fan-out, the artefacts checked in the local S3 server.
+`JobSubmissionClient`: generate -> preprocess -> pretrain -> fan-out -> zero-shot, the artefacts checked in the local S3 server.
 
 The test starts its own processes and stops exactly those (never `ray stop`, which would end every Ray process of
 the user on the machine, the test session's own Ray included).
@@ -40,7 +40,7 @@ OVERRIDES = [
     "pretrain.placement_strategy=SPREAD",
     "evaluate.dataset=synthfit", "evaluate.inputs=[[acc]]", "evaluate.settings=[baseline, frozen]",
     "evaluate.fractions=[1.0]", "evaluate.seeds=1", "evaluate.max_epochs=2", "evaluate.patience=2",
-    "evaluate.calibrations=[none]", "evaluate.zero_shot=false",
+    "evaluate.calibrations=[none]", "evaluate.zero_shot=false", "evaluate.zero_shot_calibrations=[none]",
 ]
 
 
@@ -234,6 +234,7 @@ def test_chain_on_two_nodes(cluster, s3_root):
             "preprocess": _cli_submit(cluster, "preprocess", s3_root)}
     sids["pretrain"] = _client_submit(cluster, "pretrain", s3_root)
     sids["fanout"] = _cli_submit(cluster, "fanout", s3_root)
+    sids["zeroshot"] = _client_submit(cluster, "zeroshot", s3_root)
     for job, sid in sids.items():
         status, logs = _status(cluster, sid)
         assert status == "SUCCEEDED", f"{job}: {status}\n{logs[-4000:]}"
@@ -250,6 +251,8 @@ def test_chain_on_two_nodes(cluster, s3_root):
     results = storage.join(run, "results", "synthfit")
     table = storage.read_bytes(storage.join(results, "results.md")).decode()
     assert "| acc | baseline |" in table and "| acc | frozen |" in table
+    zero_shot = storage.read_bytes(storage.join(results, "zeroshot.md")).decode()
+    assert "| multimodal | acc | none |" in zero_shot and "top-3" in zero_shot  # 4 labels: no top-5
     trials = storage.read_bytes(storage.join(results, "trials.csv")).decode().splitlines()
     assert len(trials) == 1 + 2 and not any(",failed," in t for t in trials)
     # both nodes are still up and no job is left running
