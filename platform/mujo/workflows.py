@@ -63,11 +63,12 @@ def run_fanout_stage(cfg: MainConfig, artefact: str, manifest: dict, reference_m
     :func:`mujo.tune.fanout.prepare_data`) is made when not given."""
     data = data if data is not None else prepare_data(cfg, manifest, reference_manifest)
     rows = run_fanout(cfg, artefact, manifest, data)
-    table = markdown_table(aggregate(rows))
+    cells = aggregate(rows)
+    table = markdown_table(cells)
     out = results_dir(cfg, manifest["dataset"])
     storage.write_text(storage.join(out, "results.md"), table)
     storage.write_text(storage.join(out, "trials.csv"), to_csv(rows))
-    storage.write_text(storage.join(out, "summary.csv"), to_csv(aggregate(rows)))
+    storage.write_text(storage.join(out, "summary.csv"), to_csv(cells))
     storage.write_bytes(storage.join(out, "macro_f1.png"), box_plot(rows))
     return {"rows": rows, "table": table, "results": out}
 

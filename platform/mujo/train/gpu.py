@@ -24,16 +24,18 @@ def gpu_metrics(device: torch.device) -> dict[str, float]:
         return {}
     out = {"gpu/torch_max_alloc_gib": torch.cuda.max_memory_allocated(device) / 2**30}
     nvml = _nvml()
-    handle = _handle(nvml, device) if nvml is not None else None
+    handle = _handle(device) if nvml is not None else None
     if handle is not None:
         out["gpu/util"] = float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
         out["gpu/mem_used_gib"] = nvml.nvmlDeviceGetMemoryInfo(handle).used / 2**30
     return out
 
 
-def _handle(nvml, device: torch.device):
-    """The NVML handle of a torch CUDA device. Torch numbers the devices that CUDA_VISIBLE_DEVICES leaves visible
-    (Ray sets it per worker), NVML numbers them all: match by UUID, never by index."""
+@lru_cache(maxsize=8)
+def _handle(device: torch.device):
+    """The NVML handle of a torch CUDA device (looked up once). Torch numbers the devices that CUDA_VISIBLE_DEVICES
+    leaves visible (Ray sets it per worker), NVML numbers them all: match by UUID, never by index."""
+    nvml = _nvml()
     index = device.index if device.index is not None else torch.cuda.current_device()
     try:
         uuid = str(torch.cuda.get_device_properties(index).uuid)
