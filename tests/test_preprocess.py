@@ -317,3 +317,16 @@ def test_resumed_run_writes_the_same_shards(corpus):
         return m
 
     assert comparable(manifest, b) == comparable(first, a)
+
+
+def test_file_worker_pool_fits_the_cluster_and_grows_with_it():
+    """(initial, most) file workers: what the cluster's CPUs hold now, at least one, at most one per file."""
+    from mujo.pipelines.preprocess import file_workers
+
+    cfg = PreprocessConfig()  # window_cpus 1.0, embedding actors reserve no CPU
+    assert file_workers(cfg, files=20, cluster_cpus=2.0) == (2, 20)
+    assert file_workers(cfg, files=1, cluster_cpus=16.0) == (1, 1)
+    assert file_workers(cfg, files=20, cluster_cpus=0.0) == (1, 20)  # autoscaling cluster with no worker yet
+    capped = PreprocessConfig(max_file_workers=4, window_cpus=0.5, text_actors=2, text_actor_cpus=0.5)
+    assert file_workers(capped, files=20, cluster_cpus=4.0) == (4, 4)  # (4 - 2 x 0.5) / 0.5 = 6 -> capped at 4
+    assert file_workers(capped, files=20, cluster_cpus=2.0) == (2, 4)

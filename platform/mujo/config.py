@@ -71,7 +71,12 @@ class PreprocessConfig(_Strict):
     trim_fraction: float = Field(0.15, ge=0.0, lt=0.5)
     text_batch_size: int = Field(256, ge=1, description="at most this many label texts per call to an embedding actor")
     text_actors: int = Field(1, ge=1, description="embedding actors (each loads the text model once)")
-    window_cpus: float = Field(0.5, gt=0, description="CPUs per windowing task")
+    text_actor_cpus: float = Field(0.0, ge=0, description="CPUs reserved per embedding actor (busy only while it "
+                                   "loads the model and on texts it has not seen: 0 leaves every core to the files)")
+    window_cpus: float = Field(1.0, gt=0, description="CPUs reserved per file worker (an actor that reads, windows "
+                               "and writes one raw file at a time)")
+    max_file_workers: int | None = Field(None, ge=1, description="most file workers; None: one per raw file. The "
+                                         "pool starts as wide as the cluster's CPUs allow and grows with it")
     shard_rows: int = Field(4096, ge=1, description="target rows per shard")
     max_quarantine_share: float = Field(0.2, ge=0.0, le=1.0, description="fail when more clips are quarantined")
 

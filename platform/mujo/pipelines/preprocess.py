@@ -13,20 +13,21 @@ traceback:
   written; a file whose records all match (same file size and modification time, same preprocessing parameters)
   and whose shards all exist is not reprocessed.
 
-Then the pipeline: Ray Data streams the raw files to tasks, one raw part file per task, start to end, so that the
-shards are a function of the file alone (a resumed run writes exactly the shards an uninterrupted one writes) and
-no sample leaves the process that made it (``process_files`` -> ``process_file``):
+Then the pipeline: Ray Data streams the raw files to a pool of file workers (actors, ``preprocess.window_cpus``
+each, as many as the cluster holds, growing with it up to ``max_file_workers``), one raw part file per call, start
+to end, so that the shards are a function of the file alone (a resumed run writes exactly the shards an
+uninterrupted one writes) and no sample leaves the process that made it (``FileWorker`` -> ``process_file``):
 
 1. read the file, decode, validate and window each clip (resampling to 50 Hz by the stream rates or timestamps,
    trimming, 100-frame windows, virtual wrist IMU where a clip has no real one); a bad clip becomes a quarantine
    entry (file, clip, reason) instead of samples;
 2. text embeddings from a pool of ``EmbedText`` actors (``preprocess.text_actors``, each loading the sentence model
    once; started before the driver plans the run, so that the model loads while the files are checked and the
-   first ones windowed). A task asks its actor (chosen by the file) for its file's label texts, in calls of at most
-   ``text_batch_size``, before it windows. An actor embeds each distinct text alone (a batch of one, one thread)
-   and remembers it, so an embedding is bit-identical whatever else is embedded. (Samples do not travel to the
-   actors: a three-stage pipeline that moved them through the object store was measured 1.5x slower, see
-   ``benchmarks/README.md``.)
+   first ones windowed; ``text_actor_cpus`` each, none by default). A file worker asks its embedding actor (chosen
+   by the file) for the file's label texts, in calls of at most ``text_batch_size``, before it windows. An actor
+   embeds each distinct text alone (a batch of one, one thread) and remembers it, so an embedding is bit-identical
+   whatever else is embedded. (Samples do not travel to the actors: a three-stage pipeline that moved them through
+   the object store was measured 1.5x slower, see ``benchmarks/README.md``.)
 3. the file's samples, cut into chunks (per split, at most ``shard_rows`` rows, in file order), are written one
    shard per chunk, atomically, named by the sha1 of their sample ids, each followed by its progress record
    (shard, counts per class, per-channel sums for statistics, quarantine).
@@ -431,23 +432,34 @@ def _remote_embed(actor: Any, first: list[str], batch_size: int) -> Callable[[li
     return embed
 
 
-def process_files(batch: dict[str, np.ndarray], contexts: dict[str, dict], trim_fraction: float, shard_rows: int,
-                  out_dirs: dict[str, str], embedders: list, text_batch_size: int) -> dict[str, np.ndarray]:
-    """The Ray Data stage: raw file rows (one per batch) -> their progress records (JSON)."""
-    windowed = []
-    for i in range(len(batch["file"])):
-        task = {k: (v[i].item() if isinstance(v[i], np.generic) else v[i]) for k, v in batch.items()}
-        task["identity"] = json.loads(task["identity"])
-        ctx = contexts[task["dataset"]]
-        actor = embedders[int(hashlib.sha1(task["key"].encode()).hexdigest(), 16) % len(embedders)]
-        embed = _remote_embed(actor, json.loads(task["texts"]), text_batch_size)
-        chunks = window_file(task["file"], task["dataset"], ctx["format"], ctx["label_map"], trim_fraction,
-                             shard_rows)
-        windowed.append((task, chunks, embed))
-    records = []
-    for task, chunks, embed in windowed:
-        records += write_file(task, chunks, out_dirs[task["dataset"]], embed)
-    return {"record": np.array([json.dumps(r) for r in records], dtype=object)}
+class FileWorker:
+    """The Ray Data stage, an actor: raw file rows (one per batch) -> their progress records (JSON).
+
+    An actor rather than a task per file: its process stays up for the whole run, so its imports and first-file
+    warm-up are paid once, and Ray Data queues the next file on it while it works on the current one (a new task
+    waited ~0.1 s for dispatch and, at first, seconds for a new worker process; measured in
+    ``benchmarks/README.md``)."""
+
+    def __init__(self, contexts: dict[str, dict], trim_fraction: float, shard_rows: int, out_dirs: dict[str, str],
+                 embedders: list, text_batch_size: int) -> None:
+        self.contexts, self.out_dirs, self.embedders = contexts, out_dirs, embedders
+        self.trim_fraction, self.shard_rows, self.text_batch_size = trim_fraction, shard_rows, text_batch_size
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        windowed = []
+        for i in range(len(batch["file"])):
+            task = {k: (v[i].item() if isinstance(v[i], np.generic) else v[i]) for k, v in batch.items()}
+            task["identity"] = json.loads(task["identity"])
+            ctx = self.contexts[task["dataset"]]
+            actor = self.embedders[int(hashlib.sha1(task["key"].encode()).hexdigest(), 16) % len(self.embedders)]
+            embed = _remote_embed(actor, json.loads(task["texts"]), self.text_batch_size)
+            chunks = window_file(task["file"], task["dataset"], ctx["format"], ctx["label_map"], self.trim_fraction,
+                                 self.shard_rows)
+            windowed.append((task, chunks, embed))
+        records = []
+        for task, chunks, embed in windowed:
+            records += write_file(task, chunks, self.out_dirs[task["dataset"]], embed)
+        return {"record": np.array([json.dumps(r) for r in records], dtype=object)}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -582,8 +594,17 @@ def _start_embedders(cfg: PreprocessConfig) -> list:
 
     if not ray.is_initialized():
         ray.init()
-    actor_cls = ray.remote(num_cpus=0.5, max_restarts=2, max_task_retries=2)(EmbedText)
+    actor_cls = ray.remote(num_cpus=cfg.text_actor_cpus, max_restarts=2, max_task_retries=2)(EmbedText)
     return [actor_cls.remote() for _ in range(cfg.text_actors)]
+
+
+def file_workers(cfg: PreprocessConfig, files: int, cluster_cpus: float) -> tuple[int, int]:
+    """``(initial, most)`` file workers: as many as the cluster's CPUs hold now at ``window_cpus`` each (besides
+    the embedding actors' reservation), at least one; at most one per file or ``max_file_workers``. Ray Data grows
+    the pool towards ``most`` when the cluster grows (an autoscaling cluster may start with no worker node)."""
+    most = max(1, min(files, cfg.max_file_workers or files))
+    fits = int((cluster_cpus - cfg.text_actors * cfg.text_actor_cpus) / cfg.window_cpus + 1e-9)
+    return max(1, min(fits, most)), most
 
 
 def _run_ray(plan: _Plan, cfg: PreprocessConfig, embedders: list) -> list[dict]:
@@ -592,16 +613,15 @@ def _run_ray(plan: _Plan, cfg: PreprocessConfig, embedders: list) -> list[dict]:
     tasks = [{"file": f.uri, "dataset": f.dataset, "key": f.key, "identity": json.dumps(f.identity(plan.params[
         f.dataset])), "clips": -1 if f.rows is None else f.rows, "texts": json.dumps(f.texts)} for f in plan.todo]
     contexts = {d: {"format": plan.formats[d], "label_map": plan.label_maps[d]} for d in plan.raws}
-    # One raw file per task, start to end (read, window, embed, write): every shard is a function of its raw file
-    # alone, and no sample leaves the process that made it. The pool is as wide as the cluster's CPUs allow at
-    # window_cpus per task (fractional, so that the tasks and the actor share a 2-core machine).
-    pool = max(1, min(int(ray.cluster_resources().get("CPU", 1) / cfg.window_cpus), len(tasks)))
+    # One raw file per call, start to end (read, window, embed, write): every shard is a function of its raw file
+    # alone, and no sample leaves the process that made it.
+    initial, most = file_workers(cfg, len(tasks), ray.cluster_resources().get("CPU", 0.0))
     ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
-    ds = ds.map_batches(process_files, fn_kwargs={"contexts": contexts, "trim_fraction": cfg.trim_fraction,
-                                                  "shard_rows": cfg.shard_rows, "out_dirs": plan.out_dirs,
-                                                  "embedders": embedders, "text_batch_size": cfg.text_batch_size},
-                        batch_size=1, batch_format="numpy", num_cpus=cfg.window_cpus,
-                        compute=ray.data.TaskPoolStrategy(size=pool))
+    ds = ds.map_batches(FileWorker, fn_constructor_kwargs={
+        "contexts": contexts, "trim_fraction": cfg.trim_fraction, "shard_rows": cfg.shard_rows,
+        "out_dirs": plan.out_dirs, "embedders": embedders, "text_batch_size": cfg.text_batch_size},
+        batch_size=1, batch_format="numpy", num_cpus=cfg.window_cpus,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=most, initial_size=initial))
     return [json.loads(r["record"]) for r in ds.take_all()]
 
 
