@@ -254,8 +254,9 @@ def _channel_sums(batch: dict[str, np.ndarray]) -> dict[str, list]:
         x = batch[m][present]
         if m == "pose":  # as mujo.models.mujo.center_pose (numpy here: the window tasks never import torch)
             x = x - x[:, :, :1, :].mean(axis=1, keepdims=True)
-        x = x.reshape(-1, x.shape[-1]).astype(np.float64)
-        sums[m] = [len(x), x.sum(0).tolist(), (x ** 2).sum(0).tolist()]
+        x = x.reshape(-1, x.shape[-1])  # summed in float64 without a float64 copy of the windows
+        sums[m] = [len(x), x.sum(0, dtype=np.float64).tolist(),
+                   np.einsum("ij,ij->j", x, x, dtype=np.float64).tolist()]
     return sums
 
 
