@@ -1,28 +1,29 @@
 """Preprocessing throughput: the Ray Data pipeline at 2 CPUs against a single-process loop over the same functions.
 
-Both sides get the same raw input (synthetic clips written once to a temporary local folder) and run
-``mujo.pipelines.preprocess.preprocess``: ``executor="ray"`` (Ray Data streams the raw files to tasks, one file per
-task: read, validate, window, text embeddings from the ``EmbedText`` actor, write) and ``executor="local"`` (the
-same ``window_file`` / ``write_file`` calls, one file after another, the model in this process). What each timed
-figure includes:
+Both sides get the same raw input (synthetic clips written once to a local folder) and run
+``mujo.pipelines.preprocess.preprocess``: ``executor="ray"`` (Ray Data streams the raw files to a pool of file
+workers, one file per call: read, validate, window, text embeddings from the ``EmbedText`` actor, write) and
+``executor="local"`` (the same ``window_file`` / ``write_file`` calls, one file after another, the model in that
+process). What each timed figure includes:
 
 - both: the driver's checks (listing, footers, progress), reading the raw files, validation, resampling, windows,
   text embeddings, writing the shards and progress records, the manifest;
-- both: loading the sentence model once (the local loop in this process, the Ray side in its actor), and the import
-  of torch that goes with it (this process has not imported it before the local run;
-  the Ray actor is a fresh process). The model's files are read once beforehand so that neither side pays a cold
-  disk;
-- the Ray side: starting its worker processes and the actor (Ray Data execution); NOT ``ray.init`` (starting the
-  cluster) nor a tiny Ray Data job run first (Ray Data starts helper actors on a cluster's first use), both printed
-  separately: a pipeline runs on a cluster that is already up.
+- both: loading the sentence model once (the loop in its process, the Ray side in its actor) and the import of
+  torch that goes with it: the loop runs in a fresh process each time, the actor is a fresh process each run. The
+  model's files and the raw files are read once beforehand, so that no run pays a cold page cache;
+- the Ray side: starting its file workers and the embedding actor; NOT ``ray.init`` (starting the cluster) nor a
+  tiny Ray Data job run first (Ray Data starts helper actors on a cluster's first use), both printed separately: a
+  pipeline runs on a cluster that is already up.
 
-The raw clips mimic real recordings: pose and video features at 25 Hz, the wrist IMU at 100 Hz, 512-d video, so
-every stream is resampled. The two runs must produce byte-identical shards (checked). The last line is the ratio of
-windows/s (Ray / single process); the goal is >= 1.6 on 2 cores. Both sides pay a fixed start (model load, and on
-the Ray side worker and actor start) that a larger input amortises: run with a larger ``--clips`` to see the trend.
+The sides run alternately ``--repeat`` times (so that a slow spell of a shared machine hits both) and every pair
+must write byte-identical shards (checked); the medians are compared. The raw clips mimic real recordings: pose
+and video features at 25 Hz, the wrist IMU at 100 Hz, 512-d video, so every stream is resampled. The last line is
+the ratio of windows/s (Ray / single process); the goal is >= 1.6 on 2 cores. Both sides pay a fixed start (model
+load; on the Ray side also its processes) that a larger input amortises: run with a larger ``--clips`` to see the
+trend. Figures and their breakdown: ``benchmarks/README.md``.
 
     .venv/bin/python benchmarks/preprocess_throughput.py              # 320 clips of 40 s, 16 per raw file
-    .venv/bin/python benchmarks/preprocess_throughput.py --clips 160 --seconds 10
+    .venv/bin/python benchmarks/preprocess_throughput.py --clips 960 --dir /tmp/pb   # keep the input for reruns
 """
 
 from __future__ import annotations
@@ -122,6 +123,8 @@ def main() -> None:
               f"video ({args.video_dim}-d) at 25 Hz, IMU at 100 Hz; generated in {time.time() - t0:.1f} s")
         print(f"machine: {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} before the runs")
         warm_model_files()
+        for path in storage.list_files(raw):  # neither side's first run should pay a cold page cache
+            storage.read_bytes(path)
 
         import ray
 
