@@ -32,3 +32,8 @@ def test_overrides_and_errors(tmp_path):
         load_config(tmp_path / "bad.yaml")
     with pytest.raises(ConfigError, match="text_anchor"):
         load_config(None, ["loss.form=text_anchor", "model.modalities=[pose, acc]"])
+    assert load_config(None, ["search.metric=val/fewshot_f1/mean"]).search.metric == "val/fewshot_f1/mean"
+    with pytest.raises(ConfigError, match="search.metric 'val/R@1/acc->video' is not a validation metric"):
+        load_config(None, ["search.metric=val/R@1/acc->video", "model.modalities=[pose, acc]"])
+    with pytest.raises(ConfigError, match="needs pretrain.fewshot_shots > 0"):
+        load_config(None, ["search.metric=val/fewshot_f1/mean", "pretrain.fewshot_shots=0"])

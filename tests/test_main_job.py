@@ -29,7 +29,7 @@ TINY = [
     "test: 1}, subject_offset: 100, clip_seconds: [8, 10], label_style: canonical, real_sensors: true}]",
     "model.embed_dim=64", "model.proj_hidden=64", "model.text_hidden=64", "model.video_hidden=64",
     "pretrain.batch_size=16", "pretrain.epochs=10", "pretrain.lr=0.003", "pretrain.warmup_steps=2",
-    "pretrain.checkpoint_every_steps=5",
+    "pretrain.checkpoint_every_steps=5", "pretrain.fewshot_shots=2",
     "evaluate.inputs=[[acc], [video, pose, acc]]", "evaluate.settings=[baseline, frozen, finetuned]",
     "evaluate.fractions=[1.0]", "evaluate.seeds=2", "evaluate.max_epochs=4", "evaluate.patience=2",
     "evaluate.calibrations=[none, supervised]", "evaluate.zero_shot_calibrations=[none, unsupervised]",
@@ -79,6 +79,9 @@ def test_pretraining_loss_falls_and_artefact_loads(main_run, tmp_path_factory):
     assert np.mean(losses[-k:]) < 0.8 * np.mean(losses[:k]), losses
     assert {"loss/video-pose", "loss/acc-text", "temperature", "lr", "samples_per_s"} <= set(history[0])
     assert any("val/R@1/acc->text" in h for h in history)
+    fewshot = [h["val/fewshot_f1/mean"] for h in history if "val/fewshot_f1/mean" in h]  # labels: validation only
+    assert fewshot and all(0.0 <= v <= 1.0 for v in fewshot)
+    assert {"val/fewshot_f1/pose", "val/fewshot_f1/acc", "val/fewshot_f1/video"} <= set(history[-1])
     # TensorBoard events next to the Train run's checkpoints: every step's loss and the validation recalls
     tb_dir = storage.join(cfg.run_dir, "train", f"{cfg.run_name}-pretrain", "tensorboard")
     events = [p for p in storage.list_files(tb_dir) if "tfevents" in p]

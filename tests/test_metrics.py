@@ -7,11 +7,13 @@ import pytest
 
 from mujo.metrics import (
     confusion_matrix,
+    fewshot_macro_f1,
     ks_statistic,
     l2_normalize,
     macro_f1,
     retrieval_recall_at_k,
     topk_macro_f1,
+    validation_metric_names,
 )
 
 
@@ -118,3 +120,33 @@ def test_ks_statistic() -> None:
 def test_l2_normalize_handles_zero_rows() -> None:
     out = l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]]))
     np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0]])
+
+
+def test_fewshot_macro_f1_separable_random_and_deterministic() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((4, 16)) * 5
+    y = np.repeat(np.arange(4), 30)
+    clustered = centres[y] + rng.standard_normal((120, 16)) * 0.3
+    assert fewshot_macro_f1(clustered, y, shots=3) == 1.0
+    noise = rng.standard_normal((120, 16))
+    chance = fewshot_macro_f1(noise, y, shots=3, draws=5)
+    assert chance is not None and chance < 0.5  # 4 classes: chance is about 0.25
+    assert fewshot_macro_f1(noise, y, shots=3, seed=7) == fewshot_macro_f1(noise, y, shots=3, seed=7)
+
+
+def test_fewshot_macro_f1_skips_classes_without_a_query() -> None:
+    x = np.eye(3)[[0, 0, 0, 1, 1, 1, 2]]
+    y = np.array([0, 0, 0, 1, 1, 1, 2])  # class 2 has one sample: with one shot nothing is left to classify
+    assert fewshot_macro_f1(x, y, shots=1) == 1.0
+    assert fewshot_macro_f1(x, y, shots=3) is None  # no class keeps a query
+    with pytest.raises(ValueError):
+        fewshot_macro_f1(x, y[:-1], shots=1)
+    with pytest.raises(ValueError):
+        fewshot_macro_f1(x, y, shots=0)
+
+
+def test_validation_metric_names() -> None:
+    names = validation_metric_names(["pose", "acc", "text"], fewshot=True)
+    assert "val/R@1/mean" in names and "val/R@5/acc->text" in names and "val/R@1/pose->pose" not in names
+    assert "val/fewshot_f1/mean" in names and "val/fewshot_f1/acc" in names and "val/fewshot_f1/text" not in names
+    assert not [n for n in validation_metric_names(["pose", "acc"], fewshot=False) if "fewshot" in n]

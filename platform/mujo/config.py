@@ -132,6 +132,9 @@ class PretrainConfig(_Strict):
     max_failures: int = Field(2, ge=0)
     shuffle_buffer: int = Field(1024, ge=0)
     grad_cache_chunks: int | None = Field(None, ge=1)
+    fewshot_shots: int = Field(5, ge=0, description=(
+        "labelled validation windows per class for val/fewshot_f1 (few-shot Macro F1 of each sensor modality's "
+        "embeddings, nearest class mean, at every epoch end); 0: not computed"))
     seed: int = 0
 
 
@@ -199,7 +202,8 @@ class SearchConfig(_Strict):
     max_retries: int = Field(1, ge=0, description="retries of a failed trial (it resumes from its last checkpoint)")
     seed: int | None = Field(0, description="seed of the search algorithm (None: unseeded)")
     metric: str = Field("val/R@1/mean", min_length=1, description=(
-        "the objective: a metric pretraining reports, e.g. val/R@1/mean, val/R@5/acc->text, loss_mean"))
+        "the objective: a metric pretraining reports, e.g. val/R@1/mean, val/R@5/acc->text, "
+        "val/fewshot_f1/mean (few-shot Macro F1), loss_mean"))
     mode: Literal["max", "min"] = "max"
     grace_period: int = Field(4, ge=1, description="ASHA: Tune iterations before a trial can be stopped")
     reduction_factor: float = Field(2.0, gt=1, description="ASHA: keep the best 1/reduction_factor at each rung")
@@ -278,6 +282,15 @@ class MainConfig(_Strict):
             raise ValueError(f"generate.datasets has duplicate names: {names}")
         if self.loss.form == "text_anchor" and "text" not in self.model.modalities:
             raise ValueError("loss.form 'text_anchor' needs 'text' in model.modalities")
+        if self.search.metric.startswith("val/"):
+            from mujo.metrics import validation_metric_names
+
+            known = validation_metric_names(self.model.modalities, fewshot=self.pretrain.fewshot_shots > 0)
+            if self.search.metric not in known:
+                hint = " (val/fewshot_f1 needs pretrain.fewshot_shots > 0)" if "fewshot" in self.search.metric else ""
+                raise ValueError(f"search.metric '{self.search.metric}' is not a validation metric pretraining "
+                                 f"reports for modalities {list(self.model.modalities)}{hint}; one of: "
+                                 f"{', '.join(known[:8])}, ...")
         return self
 
     @property

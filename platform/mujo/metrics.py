@@ -13,6 +13,9 @@ Definitions (chosen to match how the MuJo paper and the HAR literature report re
 * **Retrieval recall@k** (:func:`retrieval_recall_at_k`): query row i matches gallery row i; the fraction of
   queries whose match is ranked within the first k by cosine similarity. Ties are counted against the query
   (pessimistic), so degenerate embeddings (all equal) cannot score well.
+* **Few-shot Macro F1** (:func:`fewshot_macro_f1`): a nearest-class-mean classifier in an embedding space, fitted on
+  ``shots`` labelled samples per class and tested on the others (cosine similarity), averaged over a few random
+  draws of the shots. Pretraining reports it on the validation split as a label-efficiency objective for the search.
 * **Two-sample Kolmogorov-Smirnov statistic** (:func:`ks_statistic`): sup |F_a - F_b| of the empirical CDFs; used
   to measure how well calibration aligns distributions.
 """
@@ -26,11 +29,13 @@ from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
     "confusion_matrix",
+    "fewshot_macro_f1",
     "ks_statistic",
     "l2_normalize",
     "macro_f1",
     "retrieval_recall_at_k",
     "topk_macro_f1",
+    "validation_metric_names",
 ]
 
 _RETRIEVAL_CHUNK = 1024  # query rows per similarity block, bounds memory at chunk x N
@@ -140,6 +145,56 @@ def topk_macro_f1(y_true: ArrayLike, scores: ArrayLike, k: int, labels: Iterable
     hit = np.any(top == t[:, None], axis=1)
     pred = np.where(hit, t, top[:, 0])
     return macro_f1(t, pred, labels=labels)
+
+
+def fewshot_macro_f1(embeddings: ArrayLike, labels: ArrayLike, shots: int, draws: int = 3,
+                     seed: int = 0) -> float | None:
+    """Few-shot Macro F1 of a nearest-class-mean classifier on ``embeddings`` (N, D) with classes ``labels`` (N,).
+
+    Each draw picks ``shots`` samples per class at random (``seed``: the same draws every call) as the labelled
+    set; a class's prototype is the mean of its shots' unit vectors, and every other sample is assigned the class of
+    the most cosine-similar prototype. The result is the Macro F1 over the taking-part classes, averaged over
+    ``draws`` draws. Only classes with at least ``shots + 1`` samples take part (each must keep a query); ``None``
+    when fewer than two classes do (no classification to score).
+    """
+    x = l2_normalize(embeddings)
+    y = _label_vector(labels, "labels")
+    if x.ndim != 2 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"embeddings must have shape (N, D) with N = len(labels) = {y.shape[0]}, got {x.shape}")
+    if shots < 1 or draws < 1:
+        raise ValueError(f"shots and draws must be >= 1, got {shots} and {draws}")
+    classes, counts = np.unique(y, return_counts=True)
+    classes = classes[counts > shots]
+    if classes.size < 2:
+        return None
+    keep = np.isin(y, classes)
+    x, y = x[keep], y[keep]
+    rng = np.random.default_rng(seed)
+    scores = []
+    for _ in range(draws):
+        support = np.zeros(len(y), dtype=bool)
+        prototypes = np.empty((classes.size, x.shape[1]))
+        for i, c in enumerate(classes):
+            picked = rng.choice(np.flatnonzero(y == c), size=shots, replace=False)
+            support[picked] = True
+            prototypes[i] = x[picked].mean(axis=0)
+        sims = x[~support] @ l2_normalize(prototypes).T
+        scores.append(macro_f1(y[~support], classes[np.argmax(sims, axis=1)], labels=classes))
+    return float(np.mean(scores))
+
+
+def validation_metric_names(modalities: Iterable[str], fewshot: bool) -> list[str]:
+    """The metrics pretraining reports on the validation split at each epoch end (what ``search.metric`` may name
+    besides training metrics such as ``loss_mean``): retrieval recall@1/5 per ordered pair of modalities and their
+    mean, and with ``fewshot`` the few-shot Macro F1 of each sensor modality (not text: its embedding is the label's
+    own text) and their mean. A pair or modality without validation samples is absent from a report."""
+    mods = list(modalities)
+    pairs = [f"{a}->{b}" for a in mods for b in mods if a != b]
+    names = ["val/R@1/mean"] + [f"val/R@{k}/{p}" for k in (1, 5) for p in pairs]
+    sensors = [m for m in mods if m != "text"]
+    if fewshot and sensors:
+        names += ["val/fewshot_f1/mean"] + [f"val/fewshot_f1/{m}" for m in sensors]
+    return names
 
 
 def retrieval_recall_at_k(query: ArrayLike, gallery: ArrayLike, ks: Iterable[int] = (1, 5)) -> dict[int, float]:

@@ -13,7 +13,9 @@
   exists) go to the run's history (in every checkpoint and in the final artefact's ``history.json``); they reach
   Ray every ``report_every_steps`` steps, at epoch ends and checkpoints (``ray.train.report`` is a cross-rank
   barrier costing 1-2 s on small CPU nodes), with means over the interval. Every epoch: cross-modal retrieval
-  recall@1/5 on validation for every ordered pair of modalities.
+  recall@1/5 on validation for every ordered pair of modalities and the few-shot Macro F1 of each sensor
+  modality's embeddings (``pretrain.fewshot_shots`` labelled windows per class, nearest class mean; the only use
+  of labels in pretraining).
 - TensorBoard: rank 0 writes every step's metrics (and the validation recalls, and GPU utilisation/memory where
   a GPU exists) as scalars to ``<run_dir>/train/<name>/tensorboard/``, next to the run's checkpoints, copied there
   at every checkpoint and at the end (``mujo.train.tensorboard``).
@@ -36,7 +38,7 @@ import torch
 from mujo import storage
 from mujo.config import MainConfig
 from mujo.losses import MuJoLoss, clamp_logit_scale_, grad_cache_step
-from mujo.metrics import retrieval_recall_at_k
+from mujo.metrics import fewshot_macro_f1, retrieval_recall_at_k
 from mujo.models.mujo import MuJoModel, build_model, save_pretrained
 from mujo.schema import MASK_COLUMNS, TENSOR_MODALITY_COLUMN
 from mujo.train.gpu import gpu_metrics
@@ -73,18 +75,23 @@ def _set_rng_state(state: dict) -> None:
 
 
 @torch.no_grad()
-def retrieval_metrics(model: MuJoModel, batches, device, modalities) -> dict[str, float]:
-    """Recall@1/5 for every ordered pair over the samples that have both modalities."""
+def validation_metrics(model: MuJoModel, batches, device, modalities, fewshot_shots: int = 0) -> dict[str, float]:
+    """The epoch-end validation metrics (names: :func:`mujo.metrics.validation_metric_names`): recall@1/5 for every
+    ordered pair of modalities over the samples that have both, and, when ``fewshot_shots`` > 0 and the batches
+    carry ``class_id``, the few-shot Macro F1 of each sensor modality's embeddings (nearest class mean, fixed draws)."""
     was_training = model.training
     model.eval()
     embs: dict[str, list] = {m: [] for m in modalities}
     masks: dict[str, list] = {m: [] for m in modalities}
+    classes: list = []
     for batch in batches:
         inputs, mask = model_inputs(batch, modalities)
         out = model({m: x.to(device) for m, x in inputs.items()})
         for m in modalities:
             embs[m].append(out[m].float().cpu())
             masks[m].append(mask[m].cpu())
+        if "class_id" in batch:
+            classes.append(batch["class_id"].cpu())
     model.train(was_training)
     metrics: dict[str, float] = {}
     if not embs[modalities[0]]:
@@ -103,6 +110,20 @@ def retrieval_metrics(model: MuJoModel, batches, device, modalities) -> dict[str
             metrics[f"val/R@5/{a}->{b}"] = rec[5]
     if metrics:
         metrics["val/R@1/mean"] = float(np.mean([v for key, v in metrics.items() if "/R@1/" in key]))
+    if fewshot_shots > 0 and classes:
+        y = torch.cat(classes).numpy()
+        for m in modalities:
+            if m == "text":  # the text embedding is the label's own text: no test of the representation
+                continue
+            f1 = fewshot_macro_f1(e[m][k[m]], y[k[m]], shots=fewshot_shots)
+            if f1 is not None:
+                metrics[f"val/fewshot_f1/{m}"] = f1
+        scores = [v for key, v in metrics.items() if key.startswith("val/fewshot_f1/")]
+        if scores:
+            metrics["val/fewshot_f1/mean"] = float(np.mean(scores))
+        else:
+            log.warning("val/fewshot_f1 not computed: fewer than two classes have more than %d validation windows "
+                        "of a sensor modality (%d windows); lower pretrain.fewshot_shots", fewshot_shots, len(y))
     return metrics
 
 
@@ -256,7 +277,7 @@ def train_loop(config: dict[str, Any]) -> None:
             if end_of_epoch and rank == 0:
                 if val_batches is None:  # the validation set is small: read it once, keep it in memory
                     val_batches = list(ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=256))
-                metrics.update(retrieval_metrics(raw_model, val_batches, device, modalities))
+                metrics.update(validation_metrics(raw_model, val_batches, device, modalities, pc.fewshot_shots))
                 history[-1].update({k: v for k, v in metrics.items() if k.startswith("val/")})
             if tb is not None:
                 tb.scalars(metrics, step)
@@ -295,9 +316,10 @@ def pretrain(cfg: MainConfig, manifest: dict, name: str | None = None, callbacks
     columns = [TENSOR_MODALITY_COLUMN[m] for m in cfg.model.modalities] + \
               [MASK_COLUMNS[m] for m in cfg.model.modalities]
     fs, _ = storage.filesystem(manifest["shards"]["train"][0])
+    # validation also reads the class of each window (few-shot Macro F1); training never sees labels
     datasets = {split: ray.data.read_parquet([storage.filesystem(p)[1] for p in manifest["shards"][split]],
                                              filesystem=fs, shuffle="files" if split == "train" else None)
-                .select_columns(columns)
+                .select_columns(columns + (["class_id"] if split == "val" and pc.fewshot_shots else []))
                 for split in ("train", "val") if split in manifest["shards"]}
     if "val" not in datasets:
         raise ValueError(f"dataset {manifest['dataset']} has no 'val' split; pretraining validates on it")
@@ -326,4 +348,4 @@ def pretrain(cfg: MainConfig, manifest: dict, name: str | None = None, callbacks
     return result, artefact
 
 
-__all__ = ["pretrain", "train_loop", "retrieval_metrics", "lr_lambda"]
+__all__ = ["pretrain", "train_loop", "validation_metrics", "lr_lambda"]

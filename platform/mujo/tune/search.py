@@ -10,8 +10,9 @@ that builds its own :class:`~mujo.config.MainConfig` from the sampled values (va
   (log-uniform) and ``loss.form`` (all pairs vs text anchor). A fixed value (range ``[x, x]`` or a one-element
   list) is applied to every trial's config rather than searched. ``search.points`` are evaluated first (e.g. the
   current defaults); random search samples the rest, Optuna (TPE) learns from every finished trial.
-- The objective (``search.metric``, default ``val/R@1/mean``) is a validation retrieval metric computed at epoch
-  ends only. Tune requires the metric in every result (strict metric checking), and ASHA decides on whatever result
+- The objective (``search.metric``, default ``val/R@1/mean``) is a validation metric computed at epoch ends only:
+  cross-modal retrieval recall, or the few-shot Macro F1 of the sensor embeddings (``val/fewshot_f1/mean``,
+  ``pretrain.fewshot_shots`` labelled windows per class; a name pretraining does not report fails the config). Tune requires the metric in every result (strict metric checking), and ASHA decides on whatever result
   first passes each rung, so the report callback carries the last validation metrics forward into every later report
   (``val_reported`` says whether the value is new: 1 at epoch ends, 0 when carried). Before the first validation
   the objective is NaN (ASHA neither stops a trial on it nor uses it in cut-offs; ``grace_period`` should reach
@@ -45,6 +46,7 @@ from typing import Any
 
 from mujo import storage
 from mujo.config import MainConfig, SearchConfig
+from mujo.metrics import validation_metric_names
 from mujo.models.mujo import ARTEFACT_CONFIG, ARTEFACT_WEIGHTS
 
 log = logging.getLogger(__name__)
@@ -147,13 +149,12 @@ def first_validation_iteration(cfg: MainConfig, manifest: dict) -> int:
     return report_steps(cfg, manifest).index(steps_per_epoch(cfg, manifest)) + 1
 
 
-def validation_keys(modalities) -> list[str]:
+def validation_keys(cfg: MainConfig) -> list[str]:
     """The validation metrics pretraining reports at epoch ends (a pair lacking samples may be absent)."""
-    pairs = [f"{a}->{b}" for a in modalities for b in modalities if a != b]
-    return ["val/R@1/mean"] + [f"val/R@{k}/{p}" for k in (1, 5) for p in pairs]
+    return validation_metric_names(cfg.model.modalities, fewshot=cfg.pretrain.fewshot_shots > 0)
 
 
-def _carry_forward_callback(metric: str, modalities) -> Any:
+def _carry_forward_callback(metric: str, keys: list[str]) -> Any:
     """A TuneReportCallback that puts the last validation metrics (and checkpoint) into every report.
 
     Before the first validation the validation keys are NaN: present from the first result on (Tune's CSV logger
@@ -163,7 +164,7 @@ def _carry_forward_callback(metric: str, modalities) -> Any:
     class CarryForwardReportCallback(TuneReportCallback):
         def __init__(self) -> None:
             super().__init__()
-            self._last_val: dict[str, Any] = {k: float("nan") for k in validation_keys(modalities)}
+            self._last_val: dict[str, Any] = {k: float("nan") for k in keys}
             self._last_checkpoint: str | None = None
 
         def after_report(self, run_context, metrics, checkpoint):  # runs in the Train controller
@@ -270,7 +271,7 @@ def search_trial(config: dict[str, Any], base: dict, manifest: dict, experiment:
     _TRIAL.update(status="running", queue=handles, thread=threading.current_thread(), expected=expected)
     try:
         pretrain(trial_cfg, manifest, name=f"{experiment}-{trial_id}",
-                 callbacks=[_carry_forward_callback(cfg.search.metric, trial_cfg.model.modalities),
+                 callbacks=[_carry_forward_callback(cfg.search.metric, validation_keys(trial_cfg)),
                             _controller_handle_callback(handles)],
                  artefact=storage.join(models_root, trial_id))
     except Exception:
