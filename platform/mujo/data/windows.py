@@ -42,9 +42,8 @@ def _interp_rows(flat: np.ndarray, t_in: np.ndarray, t_out: np.ndarray) -> np.nd
     step = flat[j + 1]
     step -= out
     step *= w
-    out += step
-    out[t_out <= t_in[0]] = flat[0]
-    out[t_out >= t_in[-1]] = flat[-1]
+    out += step  # before the first sample w = 0: exactly flat[0]
+    out[t_out >= t_in[-1]] = flat[-1]  # w = 1 gives f0 + (f1 - f0), which may miss flat[-1] by an ulp
     return out
 
 

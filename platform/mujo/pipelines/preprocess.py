@@ -191,9 +191,10 @@ def _check_file(f: RawFile) -> RawFile:
     f.rows = int(meta.num_rows)
     f.reason = check_raw_schema(schema)
     if not f.reason:
-        # The label column is read here as well as in the file's task, on purpose: with the texts known up front, a
-        # task asks for its embeddings the moment it starts, not after reading its file; measured faster end to end
-        # (benchmarks/preprocess_throughput.py: 9.9-10.1 s against 11.5-11.6 s for the Ray side at 320 clips).
+        # The label column is read here as well as by the file worker, on purpose: with the texts known up front, a
+        # worker asks for a file's embeddings the moment it starts on it, not after reading it; measured faster end
+        # to end with one task per file (benchmarks/preprocess_throughput.py: 9.9-10.1 s against 11.5-11.6 s for
+        # the Ray side at 320 clips).
         try:
             with fs.open_input_file(path) as handle:
                 labels = pq.ParquetFile(handle).read(columns=["label_text"]).column(0).to_pylist()
