@@ -51,17 +51,19 @@ import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pyarrow as pa
 
 from mujo import storage
-from mujo.config import PreprocessConfig
 from mujo.data.clips import STRING_FIELDS, TENSORS, row_to_clip
 from mujo.data.text import TEXT_DIM, TEXT_MODEL, TextEmbedder, normalize_label
 from mujo.data.windows import BadClip, clip_windows, concat_batches
 from mujo.schema import SCHEMA_VERSION, SPLITS, SampleFormat, batch_to_table, tensor_array, write_shard
+
+if TYPE_CHECKING:  # annotations only: the file workers and embedding actors import this module, not pydantic
+    from mujo.config import PreprocessConfig
 
 log = logging.getLogger(__name__)
 STAT_MODALITIES = ("acc", "pose", "video")
