@@ -65,7 +65,7 @@ DATASET = "bench"
 def write_raw(raw: str, clips: int, seconds: float, per_file: int, video_dim: int, distinct: int = 80) -> int:
     """``clips`` synthetic clips (train/val/test by subject) as raw part files + the card; returns the clip count.
 
-    Only the first ``distinct`` recordings are synthesised (seconds each); every later clip reuses the streams of
+    Only the first ``distinct`` recordings are synthesised (~0.1 s each); every later clip reuses the streams of
     one of them (same activity, same kind of IMU) under its own id, subject, split and free-text label, which are
     exactly what generating it would give. The per-file work is the same; generating 960 clips takes seconds,
     not minutes."""
