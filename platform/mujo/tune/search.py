@@ -12,7 +12,8 @@ that builds its own :class:`~mujo.config.MainConfig` from the sampled values (va
   current defaults); random search samples the rest, Optuna (TPE) learns from every finished trial.
 - The objective (``search.metric``, default ``val/R@1/mean``) is a validation metric computed at epoch ends only:
   cross-modal retrieval recall, or the few-shot Macro F1 of the sensor embeddings (``val/fewshot_f1/mean``,
-  ``pretrain.fewshot_shots`` labelled windows per class; a name pretraining does not report fails the config). Tune requires the metric in every result (strict metric checking), and ASHA decides on whatever result
+  ``pretrain.fewshot_shots`` labelled windows per class; a name pretraining does not report fails the config).
+  Tune requires the metric in every result (strict metric checking), and ASHA decides on whatever result
   first passes each rung, so the report callback carries the last validation metrics forward into every later report
   (``val_reported`` says whether the value is new: 1 at epoch ends, 0 when carried). Before the first validation
   the objective is NaN (ASHA neither stops a trial on it nor uses it in cut-offs; ``grace_period`` should reach
