@@ -131,16 +131,19 @@ def write_mmfit_workout(root: Path, wid: str, *, swap_lr: bool = False, drop_fra
 # MotionSense
 # ---------------------------------------------------------------------------------------------------------------------
 
-def write_motionsense(root: Path) -> Path:
-    """``A_DeviceMotion_data/<act>_<trial>/sub_<id>.csv`` files (50 Hz, g, Core Motion sign)."""
-    base = root / "A_DeviceMotion_data"
-    specs = [
-        ("std_6", 1, (0.0, 0.0, -1.0), 0.0, 250),   # phone still, face up: gravity points down (-z)
-        ("dws_1", 17, (0.6, -0.8, 0.0), 0.3, 200),  # walking downstairs
-        ("jog_9", 22, (0.0, -1.0, 0.0), 0.8, 200),  # jogging
-        ("sit_5", 3, (0.0, 0.0, -1.0), 0.0, 50),    # 1 s: too short
-    ]
-    for folder, sid, grav, amp, n in specs:
+MOTIONSENSE_SPECS = [
+    ("std_6", 1, (0.0, 0.0, -1.0), 0.0, 250),   # phone still, face up: gravity points down (-z)
+    ("dws_1", 17, (0.6, -0.8, 0.0), 0.3, 200),  # walking downstairs
+    ("jog_9", 22, (0.0, -1.0, 0.0), 0.8, 200),  # jogging
+    ("sit_5", 3, (0.0, 0.0, -1.0), 0.0, 50),    # 1 s: too short
+]
+
+
+def write_motionsense(root: Path, base: Path | None = None) -> Path:
+    """``A_DeviceMotion_data/<act>_<trial>/sub_<id>.csv`` files (50 Hz, g, Core Motion sign) under ``base``
+    (default ``root/A_DeviceMotion_data``)."""
+    base = base if base is not None else root / "A_DeviceMotion_data"
+    for folder, sid, grav, amp, n in MOTIONSENSE_SPECS:
         d = base / folder
         d.mkdir(parents=True, exist_ok=True)
         t = np.arange(n) / 50.0
@@ -151,6 +154,31 @@ def write_motionsense(root: Path) -> Path:
             rows.append(",".join(str(v) if isinstance(v, int) else f"{v:.6f}" for v in vals))
         (d / f"sub_{sid}.csv").write_text("\n".join(rows) + "\n")
     return base
+
+
+def write_motionsense_download(root: Path) -> Path:
+    """The download as it unpacks (the repository's ``data/`` zips, as mirrored e.g. on Kaggle)::
+
+        root/data/A_DeviceMotion_data/A_DeviceMotion_data/<act>_<trial>/sub_<id>.csv   (the doubled folder)
+        root/data/B_Accelerometer_data/<act>_<trial>/sub_<id>.csv                      (x, y, z only)
+        root/data/C_Gyroscope_data/<act>_<trial>/sub_<id>.csv                          (x, y, z only)
+        root/data/__MACOSX/A_DeviceMotion_data/dws_1/._sub_17.csv                      (resource fork)
+        root/data/data_subjects_info.csv
+
+    Returns ``root/data``."""
+    data = root / "data"
+    write_motionsense(root, data / "A_DeviceMotion_data" / "A_DeviceMotion_data")
+    for folder in ("B_Accelerometer_data", "C_Gyroscope_data"):
+        for trial, sid, _, _, n in MOTIONSENSE_SPECS:
+            d = data / folder / trial
+            d.mkdir(parents=True, exist_ok=True)
+            rows = [",x,y,z"] + [f"{i},0.01,-0.98,0.05" for i in range(n)]
+            (d / f"sub_{sid}.csv").write_text("\n".join(rows) + "\n")
+    fork = data / "__MACOSX" / "A_DeviceMotion_data" / "dws_1"
+    fork.mkdir(parents=True)
+    (fork / "._sub_17.csv").write_bytes(b"\x00\x05\x16\x07 not a csv")
+    (data / "data_subjects_info.csv").write_text("code,weight,height,age,gender\n1,102,188,46,1\n")
+    return data
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -1,8 +1,18 @@
 """MotionSense (Malekzadeh et al., 2019): iPhone 6s device motion at 50 Hz, 24 subjects, 6 activities.
 
-Published layout::
+Published layout: the repository's ``data/`` (and the common mirrors, e.g. Kaggle) holds three sibling folders with the
+same ``<act>_<trial>/sub_<id>.csv`` pattern::
 
-    A_DeviceMotion_data/<act>_<trial>/sub_<id>.csv     e.g. dws_1/sub_1.csv
+    A_DeviceMotion_data/<act>_<trial>/sub_<id>.csv     e.g. dws_1/sub_1.csv   (read)
+    B_Accelerometer_data/<act>_<trial>/sub_<id>.csv    x, y, z only            (skipped, reported)
+    C_Gyroscope_data/<act>_<trial>/sub_<id>.csv        x, y, z only            (skipped, reported)
+
+Only ``A_DeviceMotion_data`` has the gravity and user-acceleration columns this adapter needs, so ``--source`` may be
+the download root, ``data/``, or ``A_DeviceMotion_data`` itself: files are read when a folder of their path is named
+``A_DeviceMotion_data`` (at any depth, so the doubled ``A_DeviceMotion_data/A_DeviceMotion_data/`` of the mirrors
+works), and every other file of the pattern is listed in the report as skipped (one entry per sibling folder, with
+its file count) instead of aborting the ingest. The same ``<act>_<trial>/sub_<id>`` found twice (two extractions of
+the zip) is read once; the other copies are listed as skipped. macOS ``__MACOSX``/``._*`` files are ignored.
 
 Each CSV has an unnamed index column, then ``attitude.roll/pitch/yaw``, ``gravity.x/y/z``, ``rotationRate.x/y/z``,
 ``userAcceleration.x/y/z``. One file is one continuous recording of one activity by one subject: one clip.
@@ -20,6 +30,7 @@ assume a wrist will see thigh motion there; the card says so.
 from __future__ import annotations
 
 import io
+import os
 import re
 from typing import Any, Iterator
 
@@ -34,6 +45,7 @@ GRAVITY = ("gravity.x", "gravity.y", "gravity.z")
 USER = ("userAcceleration.x", "userAcceleration.y", "userAcceleration.z")
 _TRIAL = re.compile(r"^([a-z]+)_(\d+)$")
 _SUBJECT = re.compile(r"^sub_(\d+)\.csv$")
+DEVICE_MOTION = "A_DeviceMotion_data"
 
 
 class MotionSenseAdapter(DatasetAdapter):
@@ -49,21 +61,35 @@ class MotionSenseAdapter(DatasetAdapter):
     }
 
     def read(self, source_dir: str, **options: Any) -> Iterator[RawClip]:
-        """One clip per ``<act>_<trial>/sub_<id>.csv`` under ``source_dir`` (the folder containing, or being,
-        ``A_DeviceMotion_data``)."""
+        """One clip per ``A_DeviceMotion_data/<act>_<trial>/sub_<id>.csv`` under ``source_dir`` (the download root,
+        ``data/``, or ``A_DeviceMotion_data`` itself)."""
         opts = self.resolve_options(options)
         self.report.clear()
-        files = [u for u in storage.list_files(source_dir, ".csv") if _SUBJECT.match(basename(u))]
-        files = [u for u in files if _TRIAL.match(basename(u[: -len(basename(u))].rstrip("/\\")))]
+        files, outside = find_device_motion_files(source_dir)
+        for folder, uris in sorted(outside.items()):
+            self.report.skip(folder, f"{len(uris)} <act>_<trial>/sub_<id>.csv files not read: only "
+                                     f"{DEVICE_MOTION} has gravity and userAcceleration (the accelerometer and "
+                                     "gyroscope folders hold x, y, z only)")
+            self.report.counts["files_outside_device_motion"] += len(uris)
+        self.report.details["skipped_folders"] = {f: len(u) for f, u in sorted(outside.items())}
         if not files:
-            raise FileNotFoundError(f"motionsense: no <act>_<trial>/sub_<id>.csv under "
-                                    f"{storage.describe(source_dir)} (expected A_DeviceMotion_data/dws_1/sub_1.csv)")
+            found = f"; found only {sorted(outside)}" if outside else ""
+            raise FileNotFoundError(f"motionsense: no {DEVICE_MOTION}/<act>_<trial>/sub_<id>.csv under "
+                                    f"{storage.describe(source_dir)}{found} (point --source at the folder holding "
+                                    f"{DEVICE_MOTION}, e.g. motion-sense/data, or at {DEVICE_MOTION} itself)")
         lookup = self.card.lookup()
+        seen: dict[tuple[str, str, str], str] = {}
         for uri in files:
             folder = basename(uri[: -len(basename(uri))].rstrip("/\\"))
             act, trial = _TRIAL.match(folder).groups()
             sid = _SUBJECT.match(basename(uri)).group(1)
             item = relpath(uri, source_dir)
+            key = (act, str(int(trial)), str(int(sid)))
+            if key in seen:
+                self.report.skip(item, f"a second copy of {seen[key]} (the zip extracted twice?): read once")
+                self.report.counts["duplicate_files"] += 1
+                continue
+            seen[key] = item
             spec = lookup.get(act)
             if spec is None:
                 self.report.skip(item, f"activity code {act!r} is not in the card's label map")
@@ -94,3 +120,31 @@ class MotionSenseAdapter(DatasetAdapter):
                 acc=slot_acc(total.astype(np.float32), opts["slot"]), acc_hz=float(opts["rate_hz"]),
                 extra={"trial": int(trial), "file": item},
             )
+
+
+def _parts(uri: str) -> list[str]:
+    """The folder names of a path or ``s3://`` URI (the bucket counts as a folder)."""
+    path = uri[5:] if storage.is_s3(uri) else os.path.abspath(uri)
+    return [p for p in re.split(r"[/\\]", path) if p]
+
+
+def find_device_motion_files(source_dir: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The ``<act>_<trial>/sub_<id>.csv`` files under ``source_dir`` that lie in an ``A_DeviceMotion_data`` folder
+    (sorted, shallowest copy first), and the other files of that pattern grouped by the folder holding their
+    ``<act>_<trial>`` folders, relative to ``source_dir`` (e.g. ``data/B_Accelerometer_data``)."""
+    inside: list[str] = []
+    outside: dict[str, list[str]] = {}
+    root_depth = len(_parts(source_dir))
+    for uri in storage.list_files(source_dir, ".csv"):
+        parts = _parts(uri)
+        if len(parts) < 2 or not _SUBJECT.match(parts[-1]) or not _TRIAL.match(parts[-2]):
+            continue
+        if any(p == "__MACOSX" or p.startswith(".") for p in parts[root_depth:]):
+            continue  # macOS resource forks of the zip
+        if DEVICE_MOTION in parts[:-2]:
+            inside.append(uri)
+        else:  # grouped by the folder holding the <act>_<trial> folders, relative to source_dir
+            below = parts[root_depth:-2]
+            outside.setdefault("/".join(below) if below else parts[root_depth - 1], []).append(uri)
+    inside.sort(key=lambda u: (len(_parts(u)), u))
+    return inside, outside
