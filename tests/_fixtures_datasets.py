@@ -295,21 +295,43 @@ def ntu_from_h36m(pose: np.ndarray) -> np.ndarray:
     return out
 
 
-def write_flag3d(root: Path) -> dict[str, Any]:
-    """``flag3d.pkl`` (pyskl layout): three sequences, one per official list and one in none."""
-    anns, truth = [], {}
-    for fd, label, frames in (("S002C002M001P002A001R001", 0, 150), ("S002C002M001P001A005R002", 4, 120),
-                              ("S002C002M001P011A003R001", 2, 120)):
+FLAG3D_TAKES = (("S002C002M001P002A001R001", 0, 150), ("S002C002M001P001A005R002", 4, 120),
+                ("S002C002M001P011A003R001", 2, 120))
+
+
+def write_flag3d(root: Path, file: str = "flag3d.pkl", *, variants: int = 1, first_frame_jump: bool = False,
+                 protocol: int = pickle.DEFAULT_PROTOCOL, numpy_labels: bool = False) -> dict[str, Any]:
+    """A FLAG3D annotation file (pyskl layout): three takes, one per official list and one in none.
+
+    * ``variants``: each take written as ``M001``..``M<variants>`` (as the release does: M001-M004 per take); all
+      are exact copies except ``M004`` of the first take, 1 mm off.
+    * ``first_frame_jump``: every sequence gets an extra first frame like the published sample's: SpineBase ~7 cm
+      and the other joints up to ~0.45 m from where the motion starts (the returned truth excludes it).
+    * ``protocol`` 2 is what pyskl's tooling (mmcv) writes; ``numpy_labels`` stores labels as ``np.int64``.
+
+    Returns frame_dir -> the (T, 17, 3) Human3.6M truth of its motion."""
+    anns, truth, split = [], {}, {"train": [], "val": []}
+    for fd, label, frames in FLAG3D_TAKES:
         h36m = moving_skeleton(np.arange(frames), 30.0)
         h36m[:, :, 0] += np.linspace(0, 0.3, frames)[:, None]  # some global motion
-        kp = ntu_from_h36m(h36m)[None].astype(np.float32)  # (1, T, 25, 3)
-        anns.append({"frame_dir": fd, "label": label, "keypoint": kp, "total_frames": frames,
-                     "img_shape": (480, 854), "original_shape": (480, 854)})
-        truth[fd] = h36m
-    data = {"split": {"train": ["S002C002M001P002A001R001"], "val": ["S002C002M001P001A005R002"]},
-            "annotations": anns}
-    with open(root / "flag3d.pkl", "wb") as f:
-        pickle.dump(data, f)
+        kp = ntu_from_h36m(h36m)
+        if first_frame_jump:
+            base = kp[0, 0] + [-0.05, 0.05, 0.0]  # SpineBase ~7 cm off, as in the sample
+            lead = base + 1.45 * (kp[0] - kp[0, 0])  # the limbs stretched: up to ~0.45 m from frame 1
+            kp = np.concatenate([lead[None], kp])
+        for m in range(1, variants + 1):
+            name = fd.replace("M001", f"M{m:03d}")
+            arr = kp + (0.001 if (m == 4 and fd == FLAG3D_TAKES[0][0]) else 0.0)
+            anns.append({"frame_dir": name, "label": np.int64(label) if numpy_labels else label,
+                         "keypoint": arr[None].astype(np.float32), "total_frames": len(arr),
+                         "img_shape": (480, 854), "original_shape": (480, 854)})
+            truth[name] = h36m
+            if "P002" in name:
+                split["train"].append(name)
+            elif "P001" in name:
+                split["val"].append(name)
+    with open(root / file, "wb") as f:
+        pickle.dump({"split": split, "annotations": anns}, f, protocol=protocol)
     return truth
 
 
