@@ -22,3 +22,17 @@ def guarded(main) -> None:
             sys.exit(2)
 
     run(wrapped)
+
+
+def prepare_storage(cfg) -> str:
+    """Storage settings and checks of ``mujo.workflows.prepare`` without starting Ray (the model-path jobs check
+    their artefact and input first, and start Ray only when they have work for it); returns the run folder."""
+    from mujo import storage
+    from mujo.raysession import check_job_storage_env, check_job_storage_root
+
+    check_job_storage_root(cfg.storage.root)
+    before = storage.environment()
+    storage.configure(cfg.storage.endpoint_url, cfg.storage.region)
+    check_job_storage_env({k: v for k, v in storage.environment().items() if before.get(k) != v})
+    storage.check_writable(cfg.run_dir)
+    return cfg.run_dir

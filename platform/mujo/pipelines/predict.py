@@ -365,6 +365,8 @@ def model_actors(files: int, cluster_cpus: float, cpus_per_actor: float, max_act
 def _run_ray(p: Plan, model: str, cpus: float, gpus: float, max_actors: int | None) -> list[dict]:
     import ray
 
+    if not ray.is_initialized():
+        ray.init()
     tasks = [{"task": json.dumps(t)} for t in p.todo]
     initial, most = model_actors(len(tasks), ray.cluster_resources().get("CPU", 0.0), cpus, max_actors)
     ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
@@ -375,11 +377,14 @@ def _run_ray(p: Plan, model: str, cpus: float, gpus: float, max_actors: int | No
     return [json.loads(row["record"]) for row in ds.iter_rows()]
 
 
-def run_predict(model: str, input_uri: str, out: str, cfg, executor: str = "ray", artefact=None) -> dict:
+def run_predict(model: str, input_uri: str, out: str, cfg, executor: str = "ray", artefact=None,
+                start_ray=None) -> dict:
     """Predict every recording of ``input_uri`` with the classifier artefact ``model``; writes under ``out``:
     ``windows/*.parquet`` (one row per window: recording, start time, predicted label, top-k probabilities),
     ``segments/*.parquet`` (the timelines), ``recordings.csv`` and ``summary.json``. ``cfg`` is a
-    :class:`mujo.config.PredictConfig`. Returns the summary."""
+    :class:`mujo.config.PredictConfig`. ``start_ray`` (e.g. ``lambda: init_ray(cfg.ray)``) is called once the
+    artefact and the input have passed their checks, so that a mistake is reported before Ray starts. Returns
+    the summary."""
     from mujo.models.artefact import load_classifier
     from mujo.report import to_csv
     from mujo.timeline import overall_summary
@@ -401,6 +406,8 @@ def run_predict(model: str, input_uri: str, out: str, cfg, executor: str = "ray"
     if not p.todo:
         new = []
     elif executor == "ray":
+        if start_ray is not None:
+            start_ray()
         new = _run_ray(p, model, cfg.cpus_per_actor, cfg.num_gpus, cfg.max_actors)
     else:
         new = [predict_file(t, artefact, p.params, out) for t in p.todo]
