@@ -1,0 +1,41 @@
+"""Joint-space embeddings of every window of a preprocessed dataset, per modality, with Ray Data -> Parquet; then
+text -> sensor retrieval and labelling by nearest label text with mujo.retrieval (docs/model-path.md).
+
+    python jobs/embed.py --config jobs/configs/finetune.yaml
+    python jobs/embed.py --config jobs/configs/finetune.yaml --set embed.modalities=[acc,pose] --set embed.splits=[test]
+"""
+
+from _common import parse
+from _modelpath import guarded, prepare_storage
+
+from mujo import storage
+
+
+def main() -> None:
+    cfg = parse(__doc__.splitlines()[0])
+    from mujo.pipelines.embed import run_embed
+    from mujo.pipelines.predict import InputError
+    from mujo.pipelines.preprocess import read_manifest
+    from mujo.raysession import init_ray
+
+    run_dir = prepare_storage(cfg)
+    e = cfg.embed
+    model = e.model or storage.join(run_dir, "pretrain", "model")
+    try:
+        manifest = read_manifest(run_dir, e.dataset)
+    except storage.StorageError:
+        raise InputError(f"{storage.join(run_dir, 'shards', e.dataset, 'manifest.json')} does not exist: preprocess "
+                         f"'{e.dataset}' first (jobs/preprocess.py) or set embed.dataset") from None
+    try:
+        out = run_embed(model, manifest, e.output or storage.join(run_dir, "embeddings", e.dataset), e,
+                        start_ray=lambda: init_ray(cfg.ray))
+    except (storage.StorageError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+    print()
+    print(f"embeddings of {manifest['dataset']} by {model} (digest {out['model_digest']}): "
+          + ", ".join(f"{m} {n} windows" for m, n in out["rows"].items()) + f" -> {out['out']}")
+    print("search them: mujo.retrieval.load_embeddings(...), search(...), label_by_text(...) (docs/model-path.md)")
+
+
+if __name__ == "__main__":
+    guarded(main)
