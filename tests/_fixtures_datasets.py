@@ -73,8 +73,31 @@ def mmfit_frame_time(frame: float) -> float:
     return MMFIT_T0_MS + (frame - MMFIT_F0) * 1000.0 / 30.0
 
 
-def write_mmfit_workout(root: Path, wid: str, *, swap_lr: bool = False, drop_frames: tuple[int, int] = (200, 205),
-                        left_watch: bool = True, seed: int = 0) -> dict[str, Any]:
+MMFIT_ONE_ARM = {"squats": 13, "bicep_curls": 16}  # watch_motion=True: the wrist that moves in each set (H36M joint)
+
+
+def one_arm_motion(seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Height offsets (m) and vertical accelerations (m/s^2) of the left and right wrists, ``(n, 2)`` each, at
+    ``seconds`` since camera frame ``MMFIT_F0``: in each labelled set of ``MMFIT_ONE_ARM`` one wrist curls up and
+    down (0.15 * (1 - cos), 0.5 Hz, whole cycles, so it starts and ends at rest); otherwise both are still."""
+    s = np.asarray(seconds, np.float64)
+    lift, acc = np.zeros((len(s), 2)), np.zeros((len(s), 2))
+    w = 2 * np.pi * 0.5
+    for a, b, _, act in MMFIT_ROWS:
+        if act not in MMFIT_ONE_ARM:
+            continue
+        t0, t1 = (a - MMFIT_F0) / 30.0, (b + 1 - MMFIT_F0) / 30.0
+        inside = (s >= t0) & (s < t1)
+        col = 0 if MMFIT_ONE_ARM[act] == 13 else 1
+        lift[inside, col] = 0.15 * (1 - np.cos(w * (s[inside] - t0)))
+        acc[inside, col] = 0.15 * w * w * np.cos(w * (s[inside] - t0))
+    return lift, acc
+
+
+def write_mmfit_workout(root: Path, wid: str, *, swap_lr: bool = False, mirror: bool = False,
+                        watch_motion: bool = False, drop_frames: tuple[int, int] = (200, 205),
+                        left_watch: bool = True, pose_shape: tuple[int, ...] | None = None,
+                        seed: int = 0) -> dict[str, Any]:
     """One MM-Fit workout folder ``root/wNN`` with labels, 3-D pose (camera frame, mm) and both watches.
 
     * Pose: :func:`moving_skeleton` written as a lifter would give it: camera coordinates (x right, y down, z away
@@ -84,6 +107,12 @@ def write_mmfit_workout(root: Path, wid: str, *, swap_lr: bool = False, drop_fra
       the nearest camera frame. The right watch reads gravity along z during the squats set, along x during the
       curls set and along y otherwise (so a badly cut segment shows); the left watch's x is a time ramp
       (seconds since the first camera frame) for the alignment check.
+    * ``watch_motion``: one-arm sets instead (:func:`one_arm_motion`: the left wrist moves in the squats set, the
+      right one in the curls set), the pose carries 2 mm of noise, and each watch reads its real wrist's specific
+      force (motion + gravity) in a tilted sensor frame with 0.05 m/s^2 noise, as real watches would.
+    * ``mirror``: the camera frame is mirrored (x negated) as a lifter's output may be; the joint labels stay right
+      (with ``swap_lr`` both happen, which the face direction alone cannot see).
+    * ``pose_shape``: write a pose_3d array of this (unexpected) shape instead.
     """
     rng = np.random.default_rng(seed)
     folder = root / f"w{wid}"
@@ -91,15 +120,22 @@ def write_mmfit_workout(root: Path, wid: str, *, swap_lr: bool = False, drop_fra
     (folder / f"w{wid}_labels.csv").write_text("".join(f"{a},{b},{r},{act}\n" for a, b, r, act in MMFIT_ROWS))
 
     frames = np.arange(MMFIT_F0, MMFIT_F0 + MMFIT_FRAMES)
-    world = moving_skeleton(frames, 30.0)
+    if watch_motion:
+        world = np.repeat(standing_skeleton()[None], len(frames), axis=0)
+        lift, _ = one_arm_motion((frames - MMFIT_F0) / 30.0)
+        world[:, 13, 2] += lift[:, 0]
+        world[:, 16, 2] += lift[:, 1]
+    else:
+        world = moving_skeleton(frames, 30.0)
     keep = ~((frames >= drop_frames[0]) & (frames < drop_frames[1]))
-    cam = np.stack([world[..., 0], -world[..., 2], world[..., 1] + 3.0], axis=-1) * 1000.0  # mm, y down
+    seen = world + (rng.normal(0.0, 0.002, world.shape) if watch_motion else 0.0)
+    cam = np.stack([-seen[..., 0] if mirror else seen[..., 0], -seen[..., 2], seen[..., 1] + 3.0], axis=-1) * 1000.0
     if swap_lr:
         cam = cam[:, list(SWAP_LR)]
     pose = np.zeros((3, keep.sum(), 18), dtype=np.float64)
     pose[:, :, 0] = frames[keep][None, :]
     pose[:, :, 1:] = np.transpose(cam[keep], (2, 0, 1))
-    np.save(folder / f"w{wid}_pose_3d.npy", pose)
+    np.save(folder / f"w{wid}_pose_3d.npy", pose if pose_shape is None else np.zeros(pose_shape))
 
     def activity_at(frame: np.ndarray) -> list[str | None]:
         out: list[str | None] = [None] * len(frame)
@@ -114,13 +150,19 @@ def write_mmfit_workout(root: Path, wid: str, *, swap_lr: bool = False, drop_fra
     t[50] = t[49]  # a repeated timestamp
     frame = np.round((t - MMFIT_T0_MS) * 30.0 / 1000.0) + MMFIT_F0
     acts = activity_at(frame)
-    right = np.array([MMFIT_GRAVITY[a] for a in acts])
-    sw_r = np.column_stack([frame, t, right])
-    np.save(folder / f"w{wid}_sw_r_acc.npy", sw_r)
-    if left_watch:
+    if watch_motion:
+        _, acc = one_arm_motion((t - MMFIT_T0_MS) / 1000.0)
+        tilt = byod_rotation_x(0.7)  # the watch's sensor frame relative to the world
+        force = {side: (np.column_stack([0 * t, 0 * t, acc[:, i] + G]) @ tilt) + rng.normal(0, 0.05, (len(t), 3))
+                 for i, side in enumerate(("l", "r"))}
+        right, left = force["r"], force["l"]
+    else:
+        right = np.array([MMFIT_GRAVITY[a] for a in acts])
         ramp = (t - MMFIT_T0_MS) / 1000.0
-        sw_l = np.column_stack([frame, t, ramp, np.zeros_like(ramp), np.full_like(ramp, 9.81)])
-        np.save(folder / f"w{wid}_sw_l_acc.npy", sw_l)
+        left = np.column_stack([ramp, np.zeros_like(ramp), np.full_like(ramp, 9.81)])
+    np.save(folder / f"w{wid}_sw_r_acc.npy", np.column_stack([frame, t, right]))
+    if left_watch:
+        np.save(folder / f"w{wid}_sw_l_acc.npy", np.column_stack([frame, t, left]))
     # files the adapter must ignore
     np.save(folder / f"w{wid}_sw_l_gyr.npy", np.zeros((10, 5)))
     np.save(folder / f"w{wid}_pose_2d.npy", np.zeros((2, 10, 19)))

@@ -18,13 +18,15 @@ import pytest
 
 from _fixtures_datasets import (
     G,
+    MMFIT_F0,
     write_flag3d,
+    write_mmfit_workout,
     write_motionsense,
     write_motionsense_download,
 )
 from mujo import storage
 from mujo.adapters import get_adapter, ingest
-from mujo.adapters.flag3d import UnsafePickleError, load_annotation_file
+from mujo.adapters import flag3d as flag3d_module
 from mujo.data import skeleton as sk
 
 
@@ -143,23 +145,24 @@ def test_flag3d_pickle_that_would_run_code_is_refused(tmp_path: Path) -> None:
             "annotations": [{"frame_dir": "S002C002M001P002A001R001", "keypoint": _RunsAShellCommand(marker)}]}
     for protocol in (0, 2, pickle.HIGHEST_PROTOCOL):
         (tmp_path / "flag3d_keypoint.pkl").write_bytes(pickle.dumps(evil, protocol=protocol))
-        with pytest.raises(UnsafePickleError, match=r"flag3d_keypoint\.pkl: refused to unpickle the global "
-                                                    r"'(posix|os|nt)\.system'"):
+        refused = r"flag3d_keypoint\.pkl: refused to unpickle the global '(posix|os|nt)\.system'"
+        with pytest.raises(flag3d_module.UnsafePickleError, match=refused):
             list(get_adapter("flag3d").read(str(tmp_path)))
         assert not marker.exists()  # nothing ran
     # any other global is refused too (a class, eval), and the error is a ValueError the ingest job reports
     (tmp_path / "flag3d_keypoint.pkl").write_bytes(pickle.dumps({"split": {}, "annotations": [Path("x")]}))
     with pytest.raises(ValueError, match="refused to unpickle the global 'pathlib"):
-        load_annotation_file(str(tmp_path / "flag3d_keypoint.pkl"))
-    (tmp_path / "flag3d_keypoint.pkl").write_bytes(b"\x80\x02cbuiltins\neval\nq\x00X\x04\x00\x00\x001+1q\x01\x85q\x02Rq\x03.")
-    with pytest.raises(UnsafePickleError, match="'builtins.eval'"):
-        load_annotation_file(str(tmp_path / "flag3d_keypoint.pkl"))
+        flag3d_module.load_annotation_file(str(tmp_path / "flag3d_keypoint.pkl"))
+    eval_call = b"\x80\x02cbuiltins\neval\nq\x00X\x04\x00\x00\x001+1q\x01\x85q\x02Rq\x03."  # eval("1+1")
+    (tmp_path / "flag3d_keypoint.pkl").write_bytes(eval_call)
+    with pytest.raises(flag3d_module.UnsafePickleError, match="'builtins.eval'"):
+        flag3d_module.load_annotation_file(str(tmp_path / "flag3d_keypoint.pkl"))
     # a truncated download is a clear error, not an EOFError
     write_flag3d(tmp_path, "flag3d_keypoint.pkl")
     data = (tmp_path / "flag3d_keypoint.pkl").read_bytes()
     (tmp_path / "flag3d_keypoint.pkl").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="not a readable pickle .*truncated"):
-        load_annotation_file(str(tmp_path / "flag3d_keypoint.pkl"))
+        flag3d_module.load_annotation_file(str(tmp_path / "flag3d_keypoint.pkl"))
 
 
 @pytest.mark.s3
@@ -171,3 +174,79 @@ def test_flag3d_streamed_from_s3(tmp_path: Path, s3_root: str) -> None:
     assert [c.extra["frame_dir"] for c in clips] == ["S002C002M001P002A001R001", "S002C002M001P001A005R002"]
     np.testing.assert_allclose(clips[0].pose, truth[clips[0].extra["frame_dir"]], atol=1e-6)
     assert adapter.report.details["variants"]["identical_to_first"] == 3
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# MM-Fit
+# ----------------------------------------------------------------------------------------------------------------------
+
+def _world_of(info: dict, clip) -> np.ndarray:
+    start, end = clip.extra["frames"]
+    return info["world"][start - MMFIT_F0:end - MMFIT_F0 + 1] + [0.0, 3.0, 0.0]  # 3 m from the camera
+
+
+def test_mmfit_mirrored_frame_and_left_first_joints_paired_by_the_watches(tmp_path: Path) -> None:
+    """One-arm sets (left wrist in the squats set, right wrist in the curls set) tell which pose wrist each watch
+    is on, whatever the frame: a mirrored frame with the labels right (the face direction alone would swap them),
+    left-first labels in a mirrored frame (the face direction alone would see nothing wrong), left-first labels."""
+    cases = {"01": {"mirror": True}, "02": {"mirror": True, "swap_lr": True}, "03": {"swap_lr": True},
+             "04": {"mirror": True, "left_watch": False}}
+    infos = {wid: write_mmfit_workout(tmp_path, wid, watch_motion=True, seed=int(wid), **kw)
+             for wid, kw in cases.items()}
+    adapter = get_adapter("mmfit")
+    clips = list(adapter.read(str(tmp_path)))
+    assert sorted({c.extra["workout"] for c in clips}) == list(cases) and len(clips) == 8
+    for clip in clips:
+        world = _world_of(infos[clip.extra["workout"]], clip)
+        np.testing.assert_allclose(clip.pose, world, atol=0.02)  # 2 mm pose noise, no joint on the wrong side
+        moving = sk.L_WRIST if clip.activity == "squats" else sk.R_WRIST
+        still = sk.R_WRIST if moving == sk.L_WRIST else sk.L_WRIST
+        assert np.ptp(clip.pose[:, moving, 2]) > 0.25 and np.ptp(clip.pose[:, still, 2]) < 0.03
+        # and the watch in that wrist's slot is the one that moves with it
+        slot = slice(0, 3) if moving == sk.L_WRIST else slice(3, 6)
+        if not (clip.extra["workout"] == "04" and moving == sk.L_WRIST):  # w04 has no left watch
+            assert np.ptp(np.linalg.norm(clip.acc[:, slot], axis=1)) > 2.0
+    conv, evidence = adapter.report.details["pose_conventions"], adapter.report.details["lr_evidence"]
+    assert {w: (c["swapped_lr"], c["mirrored"], c["lr_decided_by"]) for w, c in conv.items()} == {
+        "w01": (False, True, "watches"), "w02": (True, True, "watches"), "w03": (True, False, "watches"),
+        "w04": (False, True, "watches")}
+    assert conv["w01"]["chirality"] < -0.9 and conv["w02"]["chirality"] > 0.9  # what the face direction saw
+    assert all(c["chirality_after"] > 0.9 for c in conv.values())
+    assert evidence["w01"]["decision"] == "straight" and evidence["w02"]["decision"] == "crossed"
+    assert evidence["w01"]["one_arm_sets"] and evidence["w01"]["seconds_used"] == pytest.approx(16.0)
+    assert evidence["w01"]["correlations"]["pose_right~watch_right"] > 0.9
+    assert abs(evidence["w01"]["correlations"]["pose_left~watch_right"]) < 0.2
+    assert evidence["w04"]["watches"] == ["right"] and evidence["w04"]["decision"] == "straight"
+
+    # forcing the labels still un-mirrors the frame; pose_mirror=never leaves it (and the labels) as given
+    forced = list(adapter.read(str(tmp_path), workouts=["01"], pose_lr="h36m"))
+    np.testing.assert_allclose(forced[0].pose, _world_of(infos["01"], forced[0]), atol=0.02)
+    assert adapter.report.details["pose_conventions"]["w01"]["lr_decided_by"] == "option"
+    raw = list(adapter.read(str(tmp_path), workouts=["01"], pose_lr="h36m", pose_mirror="never"))
+    np.testing.assert_allclose(raw[0].pose[..., 0], -_world_of(infos["01"], raw[0])[..., 0], atol=0.02)
+
+
+def test_mmfit_without_one_arm_evidence_the_face_direction_decides(tmp_path: Path) -> None:
+    write_mmfit_workout(tmp_path, "01", swap_lr=True)  # both wrists move alike: the watches cannot tell
+    adapter = get_adapter("mmfit")
+    clips = list(adapter.read(str(tmp_path)))
+    conv = adapter.report.details["pose_conventions"]["w01"]
+    assert (conv["swapped_lr"], conv["mirrored"], conv["lr_decided_by"]) == (True, False, "face direction")
+    assert adapter.report.details["lr_evidence"]["w01"]["decision"] == "undecided"
+    assert any("not decidable from the watches" in n for n in adapter.report.notes)
+    assert clips[0].pose[0, sk.R_HIP, 0] > clips[0].pose[0, sk.L_HIP, 0]  # right side at +x, as the world
+
+
+def test_mmfit_unexpected_pose_shape_skips_that_workout(tmp_path: Path) -> None:
+    write_mmfit_workout(tmp_path, "01")
+    write_mmfit_workout(tmp_path, "02", pose_shape=(3, 40, 25))  # e.g. another joint model
+    (tmp_path / "w03").mkdir()
+    write_mmfit_workout(tmp_path, "03")
+    np.save(tmp_path / "w03" / "w03_sw_r_acc.npy", np.zeros((10, 4)))  # a watch file of the wrong width
+    adapter = get_adapter("mmfit")
+    clips = list(adapter.read(str(tmp_path)))
+    assert {c.extra["workout"] for c in clips} == {"01"}
+    skipped = {s["item"]: s["reason"] for s in adapter.report.skipped}
+    assert "w02_pose_3d.npy" in skipped["w02"] and "(3, 40, 25)" in skipped["w02"]
+    assert "left out" in skipped["w02"] and "N x 5" in skipped["w03"]
+    assert adapter.report.counts["workouts_unreadable"] == 2
