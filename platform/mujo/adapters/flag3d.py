@@ -272,7 +272,8 @@ class Flag3DAdapter(DatasetAdapter):
         del data
         takes: dict[str, list[tuple[int, int]]] = {}  # take -> [(variant number, annotation index)], first seen order
         for i, ann in enumerate(anns):
-            take, variant = take_of(str(ann.get("frame_dir", "")) if isinstance(ann, dict) else "")
+            fd = str(ann.get("frame_dir") or "") if isinstance(ann, dict) else ""
+            take, variant = take_of(fd) if fd else (f"<annotation {i}>", None)  # no frame_dir: a take of its own
             takes.setdefault(take, []).append((variant if variant is not None else 0, i))
         stats = {"takes": len(takes), "annotations": len(anns), "variants_per_take": {}, "identical_to_first": 0,
                  "differing_from_first": 0, "max_abs_diff": 0.0, "mode": opts["variants"]}

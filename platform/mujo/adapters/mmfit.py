@@ -115,6 +115,11 @@ class MMFitAdapter(DatasetAdapter):
         """One clip per labelled set (and per no-activity gap when asked) of every workout under ``source_dir``."""
         opts = self.resolve_options(options)
         self.report.clear()
+        if opts["pose_lr"] not in ("h36m", "swapped", "auto"):
+            raise ValueError(f"mmfit: option pose_lr must be 'h36m', 'swapped' or 'auto', not {opts['pose_lr']!r}")
+        if opts["pose_mirror"] not in ("auto", "always", "never"):
+            raise ValueError(f"mmfit: option pose_mirror must be 'auto', 'always' or 'never', not "
+                             f"{opts['pose_mirror']!r}")
         label_files = [u for u in storage.list_files(source_dir, "_labels.csv") if _LABEL_FILE.match(basename(u))]
         if not label_files:
             raise FileNotFoundError(f"mmfit: no wNN/wNN_labels.csv under {storage.describe(source_dir)}; is this the "
@@ -164,8 +169,13 @@ class MMFitAdapter(DatasetAdapter):
         self.report.details.setdefault("clocks", {})[f"w{wid}"] = clock.as_dict()
         if clock.note:
             self.report.note(f"w{wid}: {clock.note}")
-        pose_frames, pose = (None, None) if raw_pose is None else self._convert_pose(*raw_pose, wid, opts, watches,
-                                                                                      rows, clock)
+        try:
+            pose_frames, pose = (None, None) if raw_pose is None else self._convert_pose(*raw_pose, wid, opts, watches,
+                                                                                          rows, clock)
+        except ValueError as exc:  # e.g. no dominant up axis, a zero trunk: this workout's pose cannot be placed
+            self.report.skip(f"w{wid}", f"pose_3d: {exc}; the workout is left out (the others are read)")
+            self.report.counts["workouts_unreadable"] += 1
+            return
 
         # the recording's extent (for the no-activity gaps): the camera's frames, else the watches' frame column
         frames_known = ([pose_frames] if pose_frames is not None
@@ -253,11 +263,6 @@ class MMFitAdapter(DatasetAdapter):
                       watches: dict[str, np.ndarray | None], rows: list[tuple[int, int, int, str]],
                       clock: "FrameClock") -> tuple[np.ndarray, np.ndarray]:
         """Units and up axis, then left/right (watches, else face direction, or the option), then the mirror."""
-        if opts["pose_lr"] not in ("h36m", "swapped", "auto"):
-            raise ValueError(f"mmfit: option pose_lr must be 'h36m', 'swapped' or 'auto', not {opts['pose_lr']!r}")
-        if opts["pose_mirror"] not in ("auto", "always", "never"):
-            raise ValueError(f"mmfit: option pose_mirror must be 'auto', 'always' or 'never', not "
-                             f"{opts['pose_mirror']!r}")
         pose, conv = normalize_pose(joints, units=opts["pose_units"], up=opts["pose_up"], lr="h36m")
         pose = pose.astype(np.float64)
         face = conv.chirality
