@@ -78,7 +78,6 @@ def ntu_to_h36m(keypoints: np.ndarray) -> np.ndarray:
     return kp[:, list(NTU_TO_H36M)]
 
 
-
 # --------------------------------------------------------------------------------------------------------------------
 # Reading the pickle safely
 # --------------------------------------------------------------------------------------------------------------------
@@ -168,7 +167,7 @@ def load_annotation_file(uri: str) -> Any:
         raise storage.StorageError(f"cannot open {storage.describe(uri)}: {exc}") from exc
     with io.BufferedReader(_ArrowRaw(native), buffer_size=1 << 20) as stream:
         try:
-            return RestrictedUnpickler(stream, storage.describe(uri)).load()  # trusted: find_class allows arrays only
+            return RestrictedUnpickler(stream, storage.describe(uri)).load()  # trusted: the restricted unpickler
         except UnsafePickleError:
             raise
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
