@@ -23,7 +23,7 @@ def main() -> None:
     model = e.model or storage.join(run_dir, "pretrain", "model")
     try:
         manifest = read_manifest(run_dir, e.dataset)
-    except storage.StorageError:
+    except (storage.StorageError, ValueError):
         raise InputError(f"{storage.join(run_dir, 'shards', e.dataset, 'manifest.json')} does not exist: preprocess "
                          f"'{e.dataset}' first (jobs/preprocess.py) or set embed.dataset") from None
     try:

@@ -29,7 +29,7 @@ def main() -> None:
     dataset = artefact.card.provenance.dataset
     try:
         manifest = read_manifest(cfg.run_dir, dataset)
-    except storage.StorageError:
+    except (storage.StorageError, ValueError):
         raise ArtefactError(f"{model}: its dataset '{dataset}' has no preprocessed shards under {cfg.run_dir} to check "
                             "the export on: run jobs/preprocess.py for it, or set run_name/storage.root to the run "
                             "that trained the classifier") from None

@@ -140,3 +140,26 @@ def test_job_reports_a_bad_artefact_without_a_traceback(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "error:" in proc.stderr and "classifier.json: no classifier card" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_fanout_keeps_the_best_seed_and_main_predicts_with_it(ray_session, tmp_path):
+    """evaluate.keep_classifiers: one artefact per cell (its best-validation seed), the trials' copies removed; then
+    make run's last step (predict_with_best) on the test subjects' recordings."""
+    from mujo.classifiers import predict_with_best
+    from mujo.tune.fanout import run_fanout
+
+    cfg, manifest, pretrained = make_run(str(tmp_path), [
+        "evaluate.dataset=tinyhar", "evaluate.inputs=[[acc]]", "evaluate.settings=[frozen]", "evaluate.fractions=[1.0]",
+        "evaluate.seeds=2", "evaluate.max_epochs=2", "evaluate.patience=1", "evaluate.head_hidden=16",
+        "evaluate.keep_classifiers=true", "predict.after_main=true", "evaluate.zero_shot=false"])
+    rows = run_fanout(cfg, pretrained, manifest)
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
+    kept = [r for r in rows if r["classifier"]]
+    best = max(rows, key=lambda r: (r["val_macro_f1"], -r["seed"]))
+    assert kept == [best] and kept[0]["classifier"].endswith("models/tinyhar/acc-frozen-1")
+    card = load_classifier(kept[0]["classifier"]).card
+    assert card.seed == best["seed"] and card.metrics.val_macro_f1 == pytest.approx(best["val_macro_f1"])
+    assert storage.list_files(storage.join(cfg.run_dir, "models", "tinyhar")) and not storage.exists(
+        storage.join(cfg.run_dir, "models", "tinyhar", "_trials-mp-finetune"))
+    out = predict_with_best(cfg, rows, manifest)
+    assert out["summary"]["recordings"] == 3 and "timeline accuracy" in out["table"]

@@ -139,7 +139,8 @@ def keep_spec(cfg: MainConfig, manifest: dict, pretrained: str, name: str) -> di
         return None
     from mujo.models.artefact import manifest_digest
 
-    return {"dir": storage.join(cfg.run_dir, "tune", name, "classifiers"), "labels": list(manifest["labels"]),
+    return {"dir": storage.join(models_dir(cfg), manifest["dataset"], f"_trials-{name}"),
+            "labels": list(manifest["labels"]),
             "label_texts": label_texts(manifest), "video_dim": int(manifest.get("video_dim", 512)),
             "dataset": manifest["dataset"], "manifest_digest": manifest_digest(manifest), "pretrained": pretrained,
             "calibration_dir": storage.join(cfg.run_dir, "calibration", manifest["dataset"]),
@@ -197,6 +198,8 @@ def keep_best(rows: list[dict], keep: Mapping) -> list[dict]:
         if r["status"] == "ok" and r.get("val_macro_f1") is not None:
             cells.setdefault((r["inputs"], r["setting"], float(r["fraction"]), r["calibration"]), []).append(r)
     kept = []
+    for r in rows:
+        r.setdefault("classifier", "")
     for (inputs, setting, fraction, calibration), group in sorted(cells.items()):
         best = max(group, key=lambda r: (float(r["val_macro_f1"]), -int(r["seed"])))
         src = storage.join(keep["dir"], trial_key(best))
@@ -217,3 +220,39 @@ def best_classifier(kept: list[dict], inputs: str = "acc") -> dict | None:
     """The kept classifier of ``inputs`` with the best validation Macro F1 over all cells (ties: more labels)."""
     mine = [k for k in kept if k["inputs"] == inputs and k["calibration"] in ("none", "unsupervised")]
     return max(mine, key=lambda k: (float(k["val_macro_f1"]), float(k["fraction"]))) if mine else None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# `make run`'s last step: the best acc classifier of the fan-out on the test subjects' recordings
+# --------------------------------------------------------------------------------------------------------------
+
+def check_after_main(cfg: MainConfig) -> None:
+    """``predict.after_main`` needs the fan-out to keep its classifiers and to train an acc-only one; said before
+    the run starts, not after the fan-out."""
+    from mujo.config import ConfigError
+
+    if cfg.predict.after_main and not cfg.evaluate.keep_classifiers:
+        raise ConfigError("predict.after_main needs evaluate.keep_classifiers: true (the fan-out keeps the "
+                          "classifier it predicts with)")
+    if cfg.predict.after_main and ["acc"] not in cfg.evaluate.inputs:
+        raise ConfigError("predict.after_main predicts with the best acc classifier: add [acc] to evaluate.inputs")
+
+
+def predict_with_best(cfg: MainConfig, rows: list[dict], manifest: dict) -> dict:
+    """Predict the evaluated dataset's test recordings (raw clips, whole) with the fan-out's best acc classifier
+    (best validation Macro F1 over its kept cells); returns the prediction summary and a printable table."""
+    from mujo.pipelines.predict import run_predict, timeline_table
+
+    kept = [{**r, "inputs": r["inputs"], "fraction": float(r["fraction"])} for r in rows if r.get("classifier")]
+    best = best_classifier(kept, "acc")
+    if best is None:
+        raise ValueError("no acc classifier was kept by the fan-out (all its acc trials failed?)")
+    pcfg = cfg.predict if cfg.predict.splits else cfg.predict.model_copy(update={"splits": ["test"]})
+    out = cfg.predict.output or storage.join(cfg.run_dir, "predict", f"{manifest['dataset']}-test")
+    summary = run_predict(best["classifier"], manifest["raw"], out, pcfg)
+    head = (f"Best acc classifier of the fan-out ({best['setting']}, {float(best['fraction']):g} of the labels, seed "
+            f"{best['seed']}, val Macro F1 {float(best['val_macro_f1']):.3f}): {best['classifier']}\n"
+            f"Predicted on the {', '.join(pcfg.splits)} subjects' recordings (whole, {pcfg.smoothing}-window "
+            f"smoothing) with Ray Data -> {out}\n\n")
+    return {"summary": {k: v for k, v in summary.items() if k != "recordings_detail"}, "classifier": best,
+            "table": head + timeline_table(summary)}

@@ -49,7 +49,13 @@ PROGRESS = "_progress"
 RAW_NEEDS = {"acc": ("acc", "pose"), "pose": ("pose",), "video": ("video",)}  # raw columns that can give an input
 
 
-class InputError(ValueError):
+try:  # the platform's one-line user errors (mujo.errors), when this tree has them
+    from mujo.errors import InputError as _UserError
+except ImportError:  # pragma: no cover
+    _UserError = ValueError
+
+
+class InputError(_UserError):
     """Input that the classifier cannot be run on; the message names the file and the fix."""
 
 
