@@ -47,12 +47,14 @@ def evaluation_inputs(cfg: MainConfig, calibrations: list[str]):
 def run(main) -> None:
     """Run a job's ``main``; a config or storage problem found once it runs (an unreachable bucket, refused
     credentials, settings a submitted job's workers would not see) ends it with the message, exit code 2."""
-    from mujo.storage import StorageError
+    from mujo.adapters.cards import CardError
+    from mujo.errors import InputError, RunLocked
     from mujo.pipelines.preprocess import QuarantineExceeded
+    from mujo.storage import StorageError
 
     try:
         main()
-    except (ConfigError, StorageError, QuarantineExceeded) as exc:
+    except (ConfigError, StorageError, QuarantineExceeded, InputError, RunLocked, CardError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
 

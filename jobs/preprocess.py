@@ -5,16 +5,22 @@
 
 from _common import parse, run
 
-from mujo.pipelines.preprocess import preprocess
+from mujo.pipelines.preprocess import check_inputs, preprocess
+from mujo.raysession import init_ray
 from mujo.workflows import prepare
 
 
 def main() -> None:
     cfg = parse(__doc__.splitlines()[0])
-    run_dir = prepare(cfg)
-    manifests = preprocess({spec.name: spec.video_dim for spec in cfg.generate.datasets}, run_dir, cfg.preprocess)
+    run_dir = prepare(cfg, start_ray=False)
+    datasets = {spec.name: spec.video_dim for spec in cfg.generate.datasets}
+    check_inputs(datasets, run_dir)  # bad input is one line before Ray starts
+    init_ray(cfg.ray)
+    manifests = preprocess(datasets, run_dir, cfg.preprocess)
     for name, m in manifests.items():
-        print(f"{name}: windows {m['rows']}, quarantined clips {m['quarantine']['count']}")
+        q = m["quarantine"]
+        print(f"{name}: windows {m['rows']}, quarantined clips {q['clips']} ({q['count']} entries, "
+              f"{q['files']} whole files)")
 
 
 if __name__ == "__main__":

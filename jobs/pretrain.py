@@ -7,14 +7,18 @@ name from its latest checkpoint.
 from _common import parse, run
 
 from mujo.pipelines.preprocess import read_manifest
-from mujo.train.pretrain import pretrain
+from mujo.raysession import init_ray
+from mujo.train.pretrain import check_fits, pretrain
 from mujo.workflows import prepare
 
 
 def main() -> None:
     cfg = parse(__doc__.splitlines()[0])
-    run_dir = prepare(cfg)
-    result, artefact = pretrain(cfg, read_manifest(run_dir, cfg.pretrain.dataset))
+    run_dir = prepare(cfg, start_ray=False)
+    manifest = read_manifest(run_dir, cfg.pretrain.dataset)
+    check_fits(cfg, manifest)  # an impossible batch size is one line before Ray starts
+    init_ray(cfg.ray)
+    result, artefact = pretrain(cfg, manifest)
     print(f"pretrained model: {artefact}; last metrics: {result.metrics}")
 
 

@@ -27,6 +27,10 @@ from mujo import storage
 
 ROOT = Path(__file__).resolve().parent.parent
 RAY = str(Path(sys.executable).parent / "ray")
+# Recognisable fake credentials (the local S3 server accepts any): no file the cluster or the jobs write may hold them
+FAKE_SECRETS = {"AWS_ACCESS_KEY_ID": "mujo-fake-key-id-" + uuid.uuid4().hex[:12],
+                "AWS_SECRET_ACCESS_KEY": "mujo-fake-secret-" + uuid.uuid4().hex,
+                "AWS_SESSION_TOKEN": "mujo-fake-token-" + uuid.uuid4().hex}
 pytestmark = [pytest.mark.ray, pytest.mark.s3, pytest.mark.cluster]
 
 OVERRIDES = [
@@ -126,6 +130,7 @@ def cluster(s3):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     # the nodes' environment: what an on-premises cluster with an S3-compatible store gives its nodes
     env.update(s3.env)
+    env.update(FAKE_SECRETS)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # `python` in an entrypoint
     env.update({"RAY_AUTH_MODE": "disabled", "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1",
                 "GLOO_SOCKET_IFNAME": "lo", "RAY_USAGE_STATS_ENABLED": "0"})
@@ -265,3 +270,36 @@ def test_chain_on_two_nodes(cluster, s3_root):
                if a.class_name.endswith("RayTrainWorker")]
     assert len({a.node_id for a in workers}) == 2, [(a.class_name, a.node_id) for a in workers]
     assert all(j.status.is_terminal() for j in JobSubmissionClient(cluster["address"]).list_jobs())
+
+
+def test_no_secret_in_any_file(cluster, s3_root):
+    """After the whole chain (Tune fan-out included), no file of the cluster's temporary folders (Ray's logs, the
+    runtime-env agent's log among them), no file of the run on S3 and no job log holds a credential. Runs after
+    ``test_chain_on_two_nodes`` (same module cluster), which ran every stage with the fake credentials."""
+    secrets = [v.encode() for v in FAKE_SECRETS.values()]
+    leaks = []
+    scanned = 0
+    for top in cluster["temp_dirs"]:
+        for dirpath, _, files in os.walk(top):
+            for name in files:
+                path = os.path.join(dirpath, name)
+                try:
+                    with open(path, "rb") as f:
+                        data = f.read()
+                except OSError:
+                    continue
+                scanned += 1
+                leaks += [(path, s[:20]) for s in secrets if s in data]
+    run = f"{s3_root}/cluster-runs/cluster"
+    for uri in storage.list_files(run):
+        scanned += 1
+        data = storage.read_bytes(uri)
+        leaks += [(uri, s[:20]) for s in secrets if s in data]
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(cluster["address"])
+    for j in client.list_jobs():
+        logs = client.get_job_logs(j.submission_id).encode()
+        leaks += [(f"job {j.submission_id}", s[:20]) for s in secrets if s in logs]
+    assert scanned > 100, scanned  # the chain ran and wrote logs
+    assert not leaks, leaks

@@ -90,7 +90,7 @@ def test_sigkill_worker_resumes_from_checkpoint(ray_session, tmp_path):
     # the checkpoint the run resumed from is intact: full training state and a loadable model at that step
     by_step = {}
     for d in checkpoint_dirs(train_root):
-        state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=False)
+        state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)  # no pickle
         by_step[state["step"]] = (d, state)
     d, state = by_step[resumed[0]]
     assert {"model", "optimizer", "scheduler", "rng", "history", "config"} <= set(state)

@@ -7,21 +7,44 @@ with the file name and the dotted field path.
 
 from __future__ import annotations
 
+import types
+import typing
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
+from mujo.names import check_name
 from mujo.schema import DEFAULT_TEXT_DIM, DEFAULT_VIDEO_DIM, MODALITIES
+
+SafeName = Annotated[str, AfterValidator(lambda v: check_name(v, "the name"))]
+"""A run or dataset name: it becomes a folder name, so it passes :func:`mujo.names.check_name`."""
 
 
 class ConfigError(ValueError):
     """A configuration file is missing, unparsable or invalid."""
 
 
+def _admits_bool(annotation) -> bool:
+    if annotation is bool:
+        return True
+    return any(_admits_bool(a) for a in typing.get_args(annotation)) if typing.get_origin(annotation) in (
+        typing.Union, types.UnionType, Annotated) else False
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown keys are errors; infinities and NaNs are refused; ``true``/``false`` is not a number."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, v, info: ValidationInfo):
+        if isinstance(v, bool) and info.field_name and not _admits_bool(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"expected {cls.model_fields[info.field_name].annotation!s}, got the boolean {v!r}")
+        return v
 
 
 class StorageConfig(_Strict):
@@ -40,7 +63,7 @@ class RayConfig(_Strict):
 class DatasetSpec(_Strict):
     """One synthetic dataset: which activities, how many subjects per split, how clips look."""
 
-    name: str
+    name: SafeName
     activities: Literal["all", "mmfit"] | list[str] = "all"
     subjects: dict[str, int] = Field(default_factory=lambda: {"train": 16, "val": 4})
     clips_per_activity: int = Field(1, ge=1, description="clips per subject and activity")
@@ -111,7 +134,7 @@ class LossConfig(_Strict):
 
 
 class PretrainConfig(_Strict):
-    dataset: str = "synthfit"
+    dataset: SafeName = "synthfit"
     num_workers: int = Field(2, ge=0)
     cpus_per_worker: float = Field(0.5, gt=0)
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
@@ -139,7 +162,7 @@ class PretrainConfig(_Strict):
 
 
 class EvaluateConfig(_Strict):
-    dataset: str = "synthhar"
+    dataset: SafeName = "synthhar"
     pretrained: str | None = Field(None, description="model artefact to evaluate (default <run>/pretrain/model)")
     inputs: list[list[str]] = Field(default_factory=lambda: [["acc"], ["video", "pose", "acc"]])
     settings: list[Literal["baseline", "frozen", "finetuned"]] = Field(
@@ -264,7 +287,7 @@ class SearchConfig(_Strict):
 
 
 class MainConfig(_Strict):
-    run_name: str = Field("demo", pattern=r"^[A-Za-z0-9_.-]+$")
+    run_name: SafeName = "demo"
     storage: StorageConfig = StorageConfig()
     ray: RayConfig = RayConfig()
     generate: GenerateConfig = GenerateConfig()
@@ -333,7 +356,13 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like section.key=value")
         key, raw = item.split("=", 1)
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            first = str(exc).splitlines()[0]
+            raise ConfigError(f"override '{item}': the value is not valid YAML ({first}); quote strings, write "
+                              "lists as [a, b] and mappings as {k: v}") from None
+        _set_dotted(tree, key.strip(), value)
     try:
         return MainConfig.model_validate(tree)
     except ValidationError as exc:

@@ -63,11 +63,27 @@ def check_job_storage_root(root: str) -> None:
         "an s3:// URI (any cluster of several machines)")
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM (``kill``, ``ray job stop``, a scheduler) into a normal exit, so that ``finally`` blocks and
+    exit handlers run: the local Ray is shut down, the run lock released. Only where nobody installed a handler."""
+    import signal
+    import sys
+
+    def handler(signum, frame):  # noqa: ARG001
+        sys.exit(128 + signum)
+
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, handler)
+
+
 def init_ray(cfg: RayConfig, working_dir_env: dict[str, str] | None = None):
     import ray
 
+    from mujo import raycompat, reaper
+
     for k, v in RAY_DATA_ENV.items():
         os.environ.setdefault(k, v)
+    raycompat.stop_tune_copying_credentials()  # before any Tune run of this process: no secret in runtime envs
     if ray.is_initialized():
         return ray
     env = {**RAY_DATA_ENV, **storage.environment(), **(working_dir_env or {})}
@@ -75,6 +91,8 @@ def init_ray(cfg: RayConfig, working_dir_env: dict[str, str] | None = None):
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address in (None, "", "local"):
         log.info("starting a local Ray (num_cpus=%s)", cfg.num_cpus)
+        exit_on_sigterm()
+        reaper.start()  # ends this Ray's processes if this driver is killed without a chance to clean up
         ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=cfg.include_dashboard,
                  dashboard_host="127.0.0.1", runtime_env=runtime_env,
                  object_store_memory=cfg.object_store_mb * 2**20 if cfg.object_store_mb else None,

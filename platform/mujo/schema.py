@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mujo.names import SPLITS  # the one list of split names (they become folder names)
+
 SCHEMA_VERSION = "1.0"
 VERSION_KEY = b"mujo.schema_version"
 VIDEO_DIM_KEY = b"mujo.video_dim"
@@ -35,7 +37,6 @@ ID_COLUMNS: tuple[str, ...] = ("sample_id", "clip_id", "subject", "dataset", "sp
 LABEL_COLUMNS: tuple[str, ...] = ("label_text", "activity", "class_id", "text")
 TENSOR_MODALITY_COLUMN = {"video": "video", "pose": "pose", "acc": "acc", "text": "text_emb"}
 MASK_COLUMNS = {m: f"has_{m}" for m in MODALITIES}
-SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
 class SchemaError(ValueError):

@@ -58,22 +58,49 @@ def _is_aws_endpoint(url: str) -> bool:
     return urlparse(url).hostname is not None and urlparse(url).hostname.endswith("amazonaws.com")
 
 
+_RELEASE_REGISTERED = False
+
+
+def _release_at_exit() -> None:
+    """Drop our S3 filesystems before pyarrow finalises its S3 client at exit. A filesystem that outlives the
+    finaliser (the cached ones here would) can abort the process at exit ("terminate called without an active
+    exception", exit 134; apache/arrow#41087): atexit runs this first, since it registers after pyarrow.fs's."""
+    global _RELEASE_REGISTERED
+    if _RELEASE_REGISTERED:
+        return
+    import atexit
+    import gc
+
+    def release() -> None:
+        _s3_filesystem.cache_clear()
+        gc.collect()
+
+    atexit.register(release)
+    _RELEASE_REGISTERED = True
+
+
 @lru_cache(maxsize=8)
-def _s3_filesystem(endpoint: str | None, region: str) -> pafs.S3FileSystem:
-    kwargs: dict[str, Any] = {"region": region, "connect_timeout": 5, "request_timeout": 60,
-                              "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=3)}
+def _s3_filesystem(endpoint: str | None, region: str, request_timeout: float = 60.0,
+                   attempts: int = 3) -> pafs.S3FileSystem:
+    kwargs: dict[str, Any] = {"region": region, "connect_timeout": min(5.0, request_timeout),
+                              "request_timeout": request_timeout,
+                              "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=attempts)}
     if endpoint:
         parsed = urlparse(endpoint)
         kwargs["endpoint_override"] = parsed.netloc or parsed.path
         kwargs["scheme"] = parsed.scheme or "https"
+    _release_at_exit()
     return pafs.S3FileSystem(**kwargs)
+
+
+def _region() -> str:
+    return os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem for ``uri`` and the path to use with it."""
     if is_s3(uri):
-        region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
-        return _s3_filesystem(endpoint_url(), region), uri[5:].rstrip("/")
+        return _s3_filesystem(endpoint_url(), _region()), uri[5:].rstrip("/")
     return pafs.LocalFileSystem(), os.path.abspath(uri)
 
 
@@ -189,18 +216,45 @@ def write_json(uri: str, obj: Any) -> None:
 
 
 def read_json(uri: str) -> Any:
-    return json.loads(read_bytes(uri))
+    """A JSON file; :class:`~mujo.errors.InputError` naming the file (not a bare JSONDecodeError) when it is not
+    valid JSON."""
+    from mujo.errors import InputError
+
+    data = read_bytes(uri)
+    try:
+        return json.loads(data)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise InputError(f"{describe(uri)} is not valid JSON ({exc}); it was truncated or edited by hand: write it "
+                         "again with the stage that makes it") from None
 
 
 def write_text(uri: str, text: str) -> None:
     write_bytes(uri, text.encode())
 
 
+PROBE_TIMEOUT_S = 10.0
+"""Start-up storage checks wait at most about this long per request (one retry): a bucket that accepts connections
+but never answers must fail the job in seconds, not after the long timeouts that bulk transfers need."""
+
+
 def check_writable(uri: str) -> None:
-    """Fail fast, naming the endpoint, when ``uri``'s storage cannot be reached or written."""
+    """Fail fast, naming the endpoint, when ``uri``'s storage cannot be reached or written: a write and a delete
+    with short timeouts (:data:`PROBE_TIMEOUT_S`), announced in the log so a slow endpoint is never silence."""
+    import logging
+
     probe = join(uri, ".mujo-write-check")
-    write_bytes(probe, b"ok")
-    fs, path = filesystem(probe)
+    if not is_s3(uri):
+        write_bytes(probe, b"ok")
+        fs, path = filesystem(probe)
+    else:
+        logging.getLogger(__name__).info("checking that %s is reachable and writable (at most ~%.0f s)",
+                                         describe(uri), 2 * PROBE_TIMEOUT_S)
+        fs, path = _s3_filesystem(endpoint_url(), _region(), PROBE_TIMEOUT_S, 2), probe[5:]
+        try:
+            with fs.open_output_stream(path) as f:
+                f.write(b"ok")
+        except OSError as exc:
+            raise _wrap(uri, exc) from exc
     try:
         fs.delete_file(path)
     except OSError as exc:

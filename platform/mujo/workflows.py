@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 
-from mujo import storage
+from mujo import runlock, storage
 from mujo.config import MainConfig, dump_config
 from mujo.pipelines.generate import generate
 from mujo.pipelines.preprocess import preprocess
@@ -20,16 +20,20 @@ from mujo.tune.fanout import prepare_data, run_fanout
 log = logging.getLogger(__name__)
 
 
-def prepare(cfg: MainConfig) -> str:
-    """Configure storage, check it is reachable and writable, start/attach Ray; returns the run folder."""
+def prepare(cfg: MainConfig, start_ray: bool = True) -> str:
+    """Configure storage, check it is reachable and writable, take the run's lock (one writer per run folder), then
+    start/attach Ray unless ``start_ray`` is False (a job that checks its inputs first starts it with
+    :func:`mujo.raysession.init_ray`); returns the run folder."""
     check_job_storage_root(cfg.storage.root)
     before = storage.environment()
     storage.configure(cfg.storage.endpoint_url, cfg.storage.region)
     check_job_storage_env({k: v for k, v in storage.environment().items() if before.get(k) != v})
     run_dir = cfg.run_dir
     storage.check_writable(run_dir)
+    runlock.acquire(run_dir)
     storage.write_text(storage.join(run_dir, "config.yaml"), dump_config(cfg))
-    init_ray(cfg.ray)
+    if start_ray:
+        init_ray(cfg.ray)
     return run_dir
 
 
@@ -99,11 +103,11 @@ def run_evaluation(cfg: MainConfig, artefact: str, manifest: dict, reference_man
 
 def ensure_manifest(cfg: MainConfig, dataset: str, video_dim: int = 512) -> dict:
     """The dataset's manifest, preprocessing its raw clips first if that has not happened yet."""
-    from mujo.pipelines.preprocess import read_manifest
+    from mujo.pipelines.preprocess import ManifestMissing, read_manifest
 
     try:
         return read_manifest(cfg.run_dir, dataset)
-    except storage.StorageError:
+    except ManifestMissing:
         return preprocess({dataset: video_dim}, cfg.run_dir, cfg.preprocess)[dataset]
 
 
@@ -136,3 +140,7 @@ def run_main(cfg: MainConfig) -> dict:
                "results": out}
     storage.write_json(storage.join(out, "summary.json"), summary)
     return {"table": table, **summary}
+    if deployed is not None:
+        summary["predict"] = {"classifier": deployed["classifier"]["classifier"],
+                              **{k: deployed["summary"][k] for k in ("recordings", "windows", "timeline_accuracy",
+                                                                     "dominant_label_accuracy", "quarantined")}}

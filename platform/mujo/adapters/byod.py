@@ -73,6 +73,7 @@ from mujo.adapters.common import (
     wrist_acc,
 )
 from mujo.data.clips import RawClip
+from mujo.names import UnsafeName, inside
 
 DEFAULT_TRIM = 0.15
 DEFAULT_MIN_SECONDS = math.ceil(WINDOW_SECONDS * 50 / (1 - 2 * DEFAULT_TRIM)) / 50
@@ -105,6 +106,9 @@ class ByodData(_Strict):
     x: str | None = Field(None, description="npy: (recordings, time, channels) array file")
     y: str | None = Field(None, description="npy: labels, (recordings,) or (recordings, time)")
     subjects: str | None = Field(None, description="npy: optional (recordings,) subject ids")
+    allow_outside_source: bool = Field(False, description=(
+        "let path/x/y/subjects be absolute or climb out of the source folder with '..' (off: a card can only read "
+        "files inside the folder it describes)"))
 
     @model_validator(mode="after")
     def _needs(self) -> "ByodData":
@@ -337,12 +341,19 @@ class ByodAdapter(DatasetAdapter):
         else:
             yield from self._read_tables(root)
 
+    def _inside(self, root: str, relative: str, field_name: str) -> str:
+        """A card path under the source folder (:func:`mujo.names.inside`); CardError naming the field if not."""
+        try:
+            return inside(root, relative, field_name, allow_outside=self.card.data.allow_outside_source)
+        except UnsafeName as exc:
+            raise CardError(self.card.path, field_name, str(exc)) from None
+
     # NumPy -------------------------------------------------------------------------------------------------------
 
     def _read_npy(self, root: str) -> Iterator[RawClip]:
         card, data = self.card, self.card.data
-        x_uri = storage.join(root, data.x)
-        y_uri = storage.join(root, data.y)
+        x_uri = self._inside(root, data.x, "data.x")
+        y_uri = self._inside(root, data.y, "data.y")
         for uri, fld in ((x_uri, "data.x"), (y_uri, "data.y")):
             if not storage.exists(uri):
                 raise CardError(card.path, fld, f"{storage.describe(uri)} does not exist")
@@ -359,7 +370,7 @@ class ByodAdapter(DatasetAdapter):
                                                  f"({len(x)}, {x.shape[1]}) for {basename(x_uri)} {x.shape}")
         subjects = None
         if data.subjects:
-            s_uri = storage.join(root, data.subjects)
+            s_uri = self._inside(root, data.subjects, "data.subjects")
             if not storage.exists(s_uri):
                 raise CardError(card.path, "data.subjects", f"{storage.describe(s_uri)} does not exist")
             subjects = _load_npy(s_uri, field_name="data.subjects")
@@ -380,7 +391,7 @@ class ByodAdapter(DatasetAdapter):
 
     def _read_tables(self, root: str) -> Iterator[RawClip]:
         card, data = self.card, self.card.data
-        folder = storage.join(root, data.path) if data.path not in ("", ".") else root
+        folder = self._inside(root, data.path, "data.path") if data.path not in ("", ".") else root
         suffix = ".csv" if data.format == "csv" else ".parquet"
         files = storage.list_files(folder, suffix)
         rx = re.compile(data.pattern) if data.pattern else None

@@ -47,6 +47,7 @@ import json
 import logging
 import os
 import posixpath
+import re
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -60,6 +61,8 @@ from mujo import storage
 from mujo.data.clips import STRING_FIELDS, TENSORS, row_to_clip
 from mujo.data.text import TEXT_DIM, TEXT_MODEL, TextEmbedder, normalize_label
 from mujo.data.windows import BadClip, clip_windows, concat_batches
+from mujo.errors import InputError
+from mujo.names import check_name
 from mujo.schema import SCHEMA_VERSION, SPLITS, SampleFormat, batch_to_table, tensor_array, write_shard
 
 if TYPE_CHECKING:  # annotations only: the file workers and embedding actors import this module, not pydantic
@@ -93,9 +96,13 @@ class RawFile:
     reason: str = ""  # non-empty: quarantined on the driver
     key: str = ""  # progress key
     texts: list[str] = field(default_factory=list)  # distinct normalised label texts
+    skip: dict[int, str] = field(default_factory=dict)  # row -> why it is quarantined (a duplicate clip_id)
 
     def identity(self, params: str) -> dict:
-        return {"size": self.size, "mtime_ns": self.mtime_ns, "params": params}
+        ident = {"size": self.size, "mtime_ns": self.mtime_ns, "params": params}
+        if self.skip:  # which rows are duplicates depends on the other files: redo the file when that changes
+            ident["skip"] = sorted(self.skip)
+        return ident
 
 
 _REFUSED = ("INVALIDACCESSKEYID", "INVALID_ACCESS_KEY_ID", "SIGNATUREDOESNOTMATCH", "SIGNATURE_DOES_NOT_MATCH",
@@ -209,6 +216,45 @@ def _check_file(f: RawFile) -> RawFile:
     return f
 
 
+def _skip_rows(raw: str | dict | None) -> dict[int, str]:
+    """A task's ``skip`` (JSON text through Ray Data, a dict locally) as ``{row: reason}``."""
+    if not raw:
+        return {}
+    return {int(k): v for k, v in (json.loads(raw) if isinstance(raw, str) else raw).items()}
+
+
+def _clip_ids(f: RawFile) -> list[str] | None:
+    """The ``clip_id`` column of a raw file (None when unreadable: its own check quarantines it)."""
+    import pyarrow.parquet as pq
+
+    fs, path = storage.filesystem(f.uri)
+    try:
+        with fs.open_input_file(path) as handle:
+            return [str(x) for x in pq.ParquetFile(handle).read(columns=["clip_id"]).column(0).to_pylist()]
+    except (OSError, pa.ArrowException, KeyError) as exc:
+        if _storage_problem(str(exc)):
+            raise _storage_error(f.uri, exc) from exc
+        return None
+
+
+def mark_duplicates(files: list[RawFile], ids: list[list[str] | None]) -> int:
+    """Quarantine every repeat of a clip id within one dataset, in and across its raw files (the first occurrence
+    in file order, then row order, is kept): a repeated clip would put duplicate windows in the shards, and across
+    splits leak test clips into training. Sets each file's ``skip``; returns the number of repeats."""
+    first: dict[str, tuple[str, int]] = {}
+    repeats = 0
+    for f, file_ids in zip(files, ids):
+        f.skip = {}
+        for row, cid in enumerate(file_ids or []):
+            if cid in first:
+                where, at = first[cid]
+                f.skip[row] = f"duplicate clip_id {cid!r}: first in {posixpath.basename(where)} row {at}; quarantined"
+                repeats += 1
+            else:
+                first[cid] = (f.uri, row)
+    return repeats
+
+
 def _key(uri: str) -> str:
     base = posixpath.basename(uri)
     return f"{base.removesuffix('.parquet')}-{hashlib.sha1(uri.encode()).hexdigest()[:12]}"
@@ -264,10 +310,11 @@ def _channel_sums(batch: dict[str, np.ndarray]) -> dict[str, list]:
 
 
 def window_file(uri: str, dataset: str, fmt: SampleFormat, label_map: dict[str, int], trim_fraction: float,
-                shard_rows: int) -> list[dict]:
+                shard_rows: int, skip: dict[int, str] | None = None) -> list[dict]:
     """Read one raw part file and window its clips. Returns its chunks, in a deterministic order: dicts with
     ``split``, ``rows``, ``table`` (the samples as an Arrow table, text embeddings still empty; None for none),
-    ``summary`` (counts per class, per-channel sums) and ``quarantine`` (entries, on the first chunk only)."""
+    ``summary`` (counts per class, per-channel sums) and ``quarantine`` (entries, on the first chunk only).
+    ``skip``: rows to quarantine with the given reason instead of windowing (duplicate clip ids)."""
     import pyarrow.parquet as pq
 
     quarantine: list[dict] = []
@@ -283,10 +330,15 @@ def window_file(uri: str, dataset: str, fmt: SampleFormat, label_map: dict[str, 
     batches = []
     for i in range(table.num_rows):
         clip_id = str(columns["clip_id"][i])
+        if skip and i in skip:
+            quarantine.append(_entry(uri, dataset, clip_id, skip[i]))
+            continue
         try:
             clip = row_to_clip(columns, i)
             if clip.dataset != dataset:
                 raise BadClip(clip_id, f"clip of dataset '{clip.dataset}' in the raw folder of '{dataset}'")
+            if clip.split not in SPLITS:  # the split becomes a folder name: nothing else may pass
+                raise BadClip(clip_id, f"split {clip.split!r} is not one of {list(SPLITS)}")
             batches.append(clip_windows(clip, fmt, label_map, trim_fraction))
         except BadClip as bad:
             quarantine.append(_entry(uri, dataset, bad.clip_id, bad.reason))
@@ -393,7 +445,8 @@ def write_file(task: dict, chunks: list[dict], out_dir: str, embed: Callable[[li
 def process_file(task: dict, fmt: SampleFormat, label_map: dict[str, int], trim_fraction: float, shard_rows: int,
                  out_dir: str, embed: Callable[[list[str]], np.ndarray]) -> list[dict]:
     """One raw file, start to end: :func:`window_file`, then :func:`write_file`."""
-    chunks = window_file(task["file"], task["dataset"], fmt, label_map, trim_fraction, shard_rows)
+    chunks = window_file(task["file"], task["dataset"], fmt, label_map, trim_fraction, shard_rows,
+                         _skip_rows(task.get("skip")))
     return write_file(task, chunks, out_dir, embed)
 
 
@@ -458,7 +511,7 @@ class FileWorker:
             actor = self.embedders[int(hashlib.sha1(task["key"].encode()).hexdigest(), 16) % len(self.embedders)]
             embed = _remote_embed(actor, json.loads(task["texts"]), self.text_batch_size)
             chunks = window_file(task["file"], task["dataset"], ctx["format"], ctx["label_map"], self.trim_fraction,
-                                 self.shard_rows)
+                                 self.shard_rows, _skip_rows(task.get("skip")))
             windowed.append((task, chunks, embed))
         records = []
         for task, chunks, embed in windowed:
@@ -505,26 +558,55 @@ def _complete(records: list[dict], identity: dict, existing: set[str], out_dir: 
     return all(not r["shard"] or storage.join(out_dir, r["shard"]) in existing for r in records)
 
 
-def _plan(datasets: dict[str, int], run_dir: str, cfg: PreprocessConfig, raw_uris: dict[str, str] | None) -> _Plan:
+@dataclass
+class _Inputs:
+    """What :func:`check_inputs` found: each dataset's raw folder, its raw files and its ``dataset.json``."""
+
+    raws: dict[str, str]
+    listings: dict[str, list[tuple[str, int, int]]]
+    cards: dict[str, dict]
+
+
+def check_inputs(datasets: dict[str, int] | list[str], run_dir: str,
+                 raw_uris: dict[str, str] | None = None) -> _Inputs:
+    """The cheap checks, before Ray or any model starts: every dataset name is safe, its raw folder can be listed
+    and holds raw clip files, its ``dataset.json`` exists and is valid JSON with labels. One line naming the
+    folder or file and the fix otherwise (:class:`~mujo.errors.InputError`, or StorageError for storage)."""
     from mujo.pipelines.generate import raw_dir
 
-    def absolute(uri: str) -> str:  # listings name local files by absolute path: compare like with like
-        return uri if storage.is_s3(uri) else os.path.abspath(uri)
-
-    raws = {d: absolute((raw_uris or {}).get(d) or raw_dir(run_dir, d)) for d in datasets}
+    raws = {}
+    for d in datasets:
+        check_name(d, "dataset name")
+        uri = (raw_uris or {}).get(d) or raw_dir(run_dir, d)
+        raws[d] = uri if storage.is_s3(uri) else os.path.abspath(uri)  # listings name files by absolute path
     # storage first: one clear line (naming the endpoint) when it is unreachable or refuses the credentials
     listings = {d: _list_parquet(raw) for d, raw in raws.items()}
-    out_dirs = {d: absolute(shards_dir(run_dir, d)) for d in datasets}
+    cards = {}
+    for d, found in listings.items():
+        if not found:
+            raise InputError(f"{d}: no raw clip files (*.parquet) under {storage.describe(raws[d])}; run generation "
+                             "(jobs/generate.py) or a dataset adapter (jobs/ingest.py) first, or fix storage.root")
+        card_uri = storage.join(raws[d], "dataset.json")
+        if not storage.exists(card_uri):
+            raise InputError(f"{d}: {storage.describe(card_uri)} is missing; it is written with the raw clips by "
+                             "jobs/generate.py or jobs/ingest.py: run that again")
+        cards[d] = storage.read_json(card_uri)
+        labels = cards[d].get("labels") if isinstance(cards[d], dict) else None
+        if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+            raise InputError(f"{d}: {storage.describe(card_uri)} has no list of label names ('labels'); write it "
+                             "again with jobs/generate.py or jobs/ingest.py")
+    return _Inputs(raws, listings, cards)
+
+
+def _plan(datasets: dict[str, int], run_dir: str, cfg: PreprocessConfig, inputs: _Inputs) -> _Plan:
+    raws, listings, cards = inputs.raws, inputs.listings, inputs.cards
+    out_dirs = {d: shards_dir(run_dir, d) for d in datasets}
+    out_dirs = {d: out if storage.is_s3(out) else os.path.abspath(out) for d, out in out_dirs.items()}
     for d, out in out_dirs.items():
         try:
             storage.check_writable(out)
         except storage.StorageError as err:
             raise (_storage_error(out, err.__cause__) if err.__cause__ else err) from err.__cause__
-    for d, found in listings.items():
-        if not found:
-            raise FileNotFoundError(f"no raw clip files (*.parquet) under {storage.describe(raws[d])}; run "
-                                    "generation or a dataset adapter first")
-    cards = {d: storage.read_json(storage.join(raw, "dataset.json")) for d, raw in raws.items()}
     formats = {d: SampleFormat(video_dim=video_dim) for d, video_dim in datasets.items()}
     plan = _Plan(raws, cards, formats, {d: {name: i for i, name in enumerate(card["labels"])} for d, card in
                                         cards.items()},
@@ -534,6 +616,10 @@ def _plan(datasets: dict[str, int], run_dir: str, cfg: PreprocessConfig, raw_uri
         existing = set(storage.list_files(out_dirs[d]))
         groups = _read_records(out_dirs[d], sorted(existing))
         files = [RawFile(uri, d, size, mtime, key=_key(uri)) for uri, size, mtime in listings[d]]
+        with ThreadPoolExecutor(IO_THREADS) as pool:
+            repeats = mark_duplicates(files, list(pool.map(_clip_ids, files)))
+        if repeats:
+            log.warning("%s: %d repeated clip id(s) in the raw files are quarantined (see the manifest)", d, repeats)
         plan.files[d] = files
         keys = {f.key for f in files}
         for f in files:
@@ -615,7 +701,8 @@ def _run_ray(plan: _Plan, cfg: PreprocessConfig, embedders: list) -> list[dict]:
     import ray
 
     tasks = [{"file": f.uri, "dataset": f.dataset, "key": f.key, "identity": json.dumps(f.identity(plan.params[
-        f.dataset])), "clips": -1 if f.rows is None else f.rows, "texts": json.dumps(f.texts)} for f in plan.todo]
+        f.dataset])), "clips": -1 if f.rows is None else f.rows, "texts": json.dumps(f.texts),
+        "skip": json.dumps({str(k): v for k, v in f.skip.items()})} for f in plan.todo]
     contexts = {d: {"format": plan.formats[d], "label_map": plan.label_maps[d]} for d in plan.raws}
     # One raw file per call, start to end (read, window, embed, write): every shard is a function of its raw file
     # alone, and no sample leaves the process that made it.
@@ -626,7 +713,42 @@ def _run_ray(plan: _Plan, cfg: PreprocessConfig, embedders: list) -> list[dict]:
         "out_dirs": plan.out_dirs, "embedders": embedders, "text_batch_size": cfg.text_batch_size},
         batch_size=1, batch_format="numpy", num_cpus=cfg.window_cpus,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=most, initial_size=initial))
-    return [json.loads(r["record"]) for r in ds.take_all()]
+    return [json.loads(r["record"]) for r in take_all(ds)]
+
+
+def take_all(ds: Any) -> list[dict]:
+    """``ds.take_all()``, with a StorageError raised in a worker turned back into its one line (Ray Data wraps it in
+    a ``UserCodeException`` task error whose text is the worker's whole traceback)."""
+    try:
+        return ds.take_all()
+    except Exception as exc:
+        message = _storage_message(exc)
+        if message is not None:
+            raise storage.StorageError(message) from None
+        raise
+
+
+_STORAGE_LINE = re.compile(r"(?:^|\s)(?:mujo\.storage\.)?StorageError: (.+)$", re.MULTILINE)
+
+
+def _storage_message(exc: BaseException) -> str | None:
+    """The message of a :class:`~mujo.storage.StorageError` behind ``exc``: the exception itself or one in its
+    chain (``__cause__``, ``__context__``, the ``cause`` of Ray's task errors), else the last ``StorageError: …``
+    line of a remote traceback that Ray kept only as text."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    texts = []
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, storage.StorageError) and not type(e).__module__.startswith("ray"):
+            return str(e).splitlines()[0]
+        texts.append(str(e))
+        todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
+    found = [m for text in texts for m in _STORAGE_LINE.findall(text)]
+    return found[-1].strip() if found else None
 
 
 def _run_local(plan: _Plan, cfg: PreprocessConfig) -> list[dict]:
@@ -635,7 +757,7 @@ def _run_local(plan: _Plan, cfg: PreprocessConfig) -> list[dict]:
     records = []
     for f in plan.todo:
         task = {"file": f.uri, "dataset": f.dataset, "key": f.key, "identity": f.identity(plan.params[f.dataset]),
-                "clips": -1 if f.rows is None else f.rows}
+                "clips": -1 if f.rows is None else f.rows, "skip": f.skip}
         records += process_file(task, plan.formats[f.dataset], plan.label_maps[f.dataset], cfg.trim_fraction,
                                 cfg.shard_rows, plan.out_dirs[f.dataset], embedder)
     return records
@@ -651,9 +773,10 @@ def preprocess(datasets: dict[str, int], run_dir: str, cfg: PreprocessConfig,
     if executor not in ("ray", "local"):
         raise ValueError(f"executor must be 'ray' or 'local', not {executor!r}")
     t0 = time.time()
+    inputs = check_inputs(datasets, run_dir, raw_uris)  # before any actor starts: bad input is one line at once
     embedders = _start_embedders(cfg) if executor == "ray" else []
     try:
-        plan = _plan(datasets, run_dir, cfg, raw_uris)
+        plan = _plan(datasets, run_dir, cfg, inputs)
         log.info("preprocess: %d raw file(s) to process, %d already done, %d quarantined on reading",
                  len(plan.todo), len(plan.reused), sum(bool(f.reason) for fs in plan.files.values() for f in fs))
         new = [] if not plan.todo else (_run_ray(plan, cfg, embedders) if executor == "ray" else _run_local(plan, cfg))
@@ -753,5 +876,15 @@ def _manifest(d: str, plan: _Plan, records: list[dict], seconds: float) -> dict:
     }
 
 
+class ManifestMissing(InputError):
+    """A dataset has not been preprocessed in this run."""
+
+
 def read_manifest(run_dir: str, dataset: str) -> dict:
-    return storage.read_json(storage.join(shards_dir(run_dir, dataset), "manifest.json"))
+    """The dataset's ``manifest.json``; :class:`ManifestMissing` (naming the file and the fix) when there is none."""
+    uri = storage.join(shards_dir(run_dir, dataset), "manifest.json")
+    if not storage.exists(uri):
+        raise ManifestMissing(f"{storage.describe(uri)} does not exist: dataset '{dataset}' has not been "
+                              "preprocessed in this run; run jobs/preprocess.py (or jobs/main.py) first, or check "
+                              "run_name and storage.root")
+    return storage.read_json(uri)

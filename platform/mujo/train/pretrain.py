@@ -36,11 +36,12 @@ import numpy as np
 import torch
 
 from mujo import storage
-from mujo.config import MainConfig
+from mujo.config import ConfigError, MainConfig
 from mujo.losses import MuJoLoss, clamp_logit_scale_, grad_cache_step
 from mujo.metrics import fewshot_macro_f1, retrieval_recall_at_k
 from mujo.models.mujo import MuJoModel, build_model, save_pretrained
 from mujo.schema import MASK_COLUMNS, TENSOR_MODALITY_COLUMN
+from mujo.train import schedule
 from mujo.train.gpu import gpu_metrics
 from mujo.train.tensorboard import TensorBoardLog
 
@@ -65,13 +66,35 @@ def lr_lambda(warmup: int, total: int):
 
 
 def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every RNG state as tensors and plain lists/numbers, so a checkpoint loads with ``weights_only=True``."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+            "python": {"version": int(version), "internal": list(internal), "gauss_next": gauss_next}}
 
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+
+
+def load_state(path: str, device) -> dict:
+    """A checkpoint's training state, read without unpickling code (``weights_only=True``): whoever can write the
+    run's storage must not be able to run code on the workers. A file that is not plain tensors and containers is
+    refused with the path and the fix."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # UnpicklingError for a tampered file; anything else is as bad: never half-load
+        raise ValueError(f"checkpoint state {path} is not a plain weights file and was not loaded ({type(exc).__name__}:"
+                         f" {str(exc).splitlines()[0] if str(exc) else ''}); it was written by something other than "
+                         "this platform or tampered with: delete that checkpoint folder (or start a new run_name)"
+                         ) from None
 
 
 @torch.no_grad()
@@ -217,7 +240,7 @@ def train_loop(config: dict[str, Any]) -> None:
     if world > 1:
         model = ray.train.torch.prepare_model(model, parallel_strategy="ddp")
     optimizer = torch.optim.AdamW(raw_model.param_groups(pc.weight_decay), lr=pc.lr)
-    steps_per_epoch = max(config["train_rows"] // (pc.batch_size * max(world, 1)), 1)
+    steps_per_epoch = schedule.steps_per_epoch(pc, config["train_rows"])
     total_steps = steps_per_epoch * pc.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(pc.warmup_steps, total_steps))
     loss_fn = MuJoLoss(mc.modalities, form=cfg.loss.form, pair_weights=cfg.loss.pair_weights,
@@ -226,7 +249,7 @@ def train_loop(config: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
-            state = torch.load(os.path.join(d, STATE_FILE), map_location=device, weights_only=False)
+            state = load_state(os.path.join(d, STATE_FILE), device)
         raw_model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -260,7 +283,9 @@ def train_loop(config: dict[str, Any]) -> None:
         batches = shard.iter_torch_batches(batch_size=pc.batch_size, drop_last=True, device=device,
                                            local_shuffle_buffer_size=pc.shuffle_buffer or None,
                                            local_shuffle_seed=pc.seed + epoch)
+        seen = 0
         for i, batch in enumerate(islice(batches, steps_per_epoch)):
+            seen += 1
             if i < offset:  # resumed mid-epoch: this epoch's first batches were consumed before the restart
                 continue
             scale = float(raw_model.logit_scale.detach())
@@ -292,6 +317,11 @@ def train_loop(config: dict[str, Any]) -> None:
                     save_checkpoint(metrics)
                 else:
                     ray.train.report(metrics, checkpoint=None)
+        if seen <= offset:  # never loop forever on a shard that yields no (new) batch
+            raise RuntimeError(
+                f"rank {rank}: the training shard gave {seen} full batch(es) of {pc.batch_size} in epoch {epoch}, "
+                f"expected {steps_per_epoch}: the train split ({config['train_rows']} windows) is too small for "
+                f"{world} worker(s) x batch_size {pc.batch_size}; lower pretrain.batch_size")
     if rank == 0:
         save_pretrained(raw_model, config["artefact"], extra={"step": step, "source": "pretrain final",
                                                               "stats": config["stats"],
@@ -299,6 +329,14 @@ def train_loop(config: dict[str, Any]) -> None:
         storage.write_json(storage.join(config["artefact"], "history.json"), history)
     if tb is not None:
         tb.close()
+
+
+def check_fits(cfg: MainConfig, manifest: dict) -> None:
+    """Refuse, before any Ray work, a run that cannot make a step (:func:`mujo.train.schedule.steps_per_epoch`) or
+    that lacks a validation split."""
+    if "val" not in manifest["shards"]:
+        raise ConfigError(f"dataset {manifest['dataset']} has no 'val' split; pretraining validates on it")
+    schedule.steps_per_epoch(cfg.pretrain, manifest["rows"].get("train", 0))
 
 
 def pretrain(cfg: MainConfig, manifest: dict, name: str | None = None, callbacks: list | None = None,
@@ -313,6 +351,7 @@ def pretrain(cfg: MainConfig, manifest: dict, name: str | None = None, callbacks
     from ray.train.torch import TorchConfig, TorchTrainer
 
     pc = cfg.pretrain
+    check_fits(cfg, manifest)
     columns = [TENSOR_MODALITY_COLUMN[m] for m in cfg.model.modalities] + \
               [MASK_COLUMNS[m] for m in cfg.model.modalities]
     fs, _ = storage.filesystem(manifest["shards"]["train"][0])
@@ -321,8 +360,6 @@ def pretrain(cfg: MainConfig, manifest: dict, name: str | None = None, callbacks
                                              filesystem=fs, shuffle="files" if split == "train" else None)
                 .select_columns(columns + (["class_id"] if split == "val" and pc.fewshot_shots else []))
                 for split in ("train", "val") if split in manifest["shards"]}
-    if "val" not in datasets:
-        raise ValueError(f"dataset {manifest['dataset']} has no 'val' split; pretraining validates on it")
     run_dir = cfg.run_dir
     name = name or f"{cfg.run_name}-pretrain"
     artefact = artefact or storage.join(run_dir, "pretrain", "model")

@@ -49,6 +49,7 @@ from mujo import storage
 from mujo.config import MainConfig, SearchConfig
 from mujo.metrics import validation_metric_names
 from mujo.models.mujo import ARTEFACT_CONFIG, ARTEFACT_WEIGHTS
+from mujo.train import schedule
 
 log = logging.getLogger(__name__)
 
@@ -126,18 +127,13 @@ def param_space(sc: SearchConfig) -> dict:
 
 
 def steps_per_epoch(cfg: MainConfig, manifest: dict) -> int:
-    """What :func:`mujo.train.pretrain.train_loop` computes."""
-    world = max(cfg.pretrain.num_workers, 1)
-    return max(manifest["rows"]["train"] // (cfg.pretrain.batch_size * world), 1)
+    """What :func:`mujo.train.pretrain.train_loop` computes (:mod:`mujo.train.schedule`)."""
+    return schedule.steps_per_epoch(cfg.pretrain, manifest["rows"]["train"])
 
 
 def report_steps(cfg: MainConfig, manifest: dict) -> list[int]:
     """The steps at which a pretraining run reports (= its Tune iterations), as in ``train_loop``."""
-    pc = cfg.pretrain
-    spe = steps_per_epoch(cfg, manifest)
-    total = spe * pc.epochs
-    return [s for s in range(1, total + 1)
-            if s % pc.checkpoint_every_steps == 0 or s == total or s % spe == 0 or s % pc.report_every_steps == 0]
+    return schedule.report_steps(cfg.pretrain, manifest["rows"]["train"])
 
 
 def expected_iterations(cfg: MainConfig, manifest: dict) -> int:
