@@ -204,13 +204,26 @@ def _raw_windows(uri: str, classes: list[str], inputs: list[str], params: dict, 
     """Windows of every recording of a raw clip file: yields (recording info, arrays by input, window starts)."""
     import pyarrow.parquet as pq
 
-    from mujo.data.clips import row_to_clip
+    from mujo.data.clips import STRING_FIELDS, row_to_clip
     from mujo.data.windows import BadClip, _timeline, clip_windows
     from mujo.pipelines.preprocess import _table_columns
     from mujo.schema import SampleFormat
 
     fs, path = storage.filesystem(uri)
-    table = pq.read_table(path, filesystem=fs)
+    with fs.open_input_file(path) as handle:
+        names = pq.ParquetFile(handle).schema_arrow.names
+
+    def stream_columns(streams) -> list[str]:
+        return [c for m in streams for c in (m, f"{m}_shape", f"{m}_hz", f"{m}_t") if c in names]
+
+    # only the streams the classifier reads (video features are most of a raw file's bytes); pose also for acc when
+    # some recording has no IMU (its virtual wrist IMU comes from the pose)
+    streams = [m for m in ("pose", "acc", "video") if m in inputs]
+    table = pq.read_table(path, filesystem=fs, columns=[c for c in STRING_FIELDS if c in names]
+                          + stream_columns(streams))
+    if "acc" in inputs and "pose" not in streams and "pose" in names and (
+            "acc" not in table.column_names or table.column("acc").null_count):
+        table = pq.read_table(path, filesystem=fs, columns=table.column_names + stream_columns(["pose"]))
     columns = _table_columns(table)
     fmt = SampleFormat(video_dim=params["video_dim"])
     label_map = {name: i for i, name in enumerate(classes)}

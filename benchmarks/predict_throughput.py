@@ -1,0 +1,262 @@
+"""Batch-inference throughput: the Ray Data predict path at 2 CPUs against a single-process loop over the same input
+and against the bare-process ceiling, and the driver's peak memory at 1x and 10x the input.
+
+The input mimics what a deployed wrist classifier meets: watch recordings (accelerometer only, 100 Hz, m/s^2, one
+minute each), ``--clips`` of them in part files of ``--per-file``; a few distinct recordings are synthesised and
+the rest reuse their streams under their own ids (the per-file work is the same). The classifier is an acc-only
+artefact of the demo's size (``embed_dim`` 1280) with random weights: throughput does not depend on what it learnt.
+
+What each timed figure includes (windows/s = windows predicted / seconds):
+
+- single process: ``run_predict(..., executor="local")`` in a fresh process: the checks, loading the artefact,
+  reading, windowing (resampling 100 -> 50 Hz), the model, timelines, writing every output;
+- Ray Data: ``run_predict(..., executor="ray")`` on a cluster that is already up (``ray.init`` and a tiny Ray Data
+  job run first, printed separately): the same work in a pool of model actors, including starting them;
+- the ceiling, measured the way ``benchmarks/preprocess_throughput.py`` measures it: the file work alone
+  (:func:`mujo.pipelines.predict.predict_file`) in ``--cpus`` bare processes started and warmed beforehand (the
+  artefact loaded, one file predicted), each taking every n-th file; no start, no scheduler.
+
+The sides run alternately ``--repeat`` times and every run must write the same predictions (checked); medians are
+compared. Then the driver's peak memory (``ru_maxrss`` of a fresh driver process attached to the same cluster) for
+the input and for ``--scale`` times the input (more files, same files' content). The last line is the ratio of the
+Ray side's windows/s to the ceiling's; the goal is >= 0.9 at 2 CPUs on >= 10 k windows. Figures:
+``benchmarks/README.md``.
+
+    .venv/bin/python benchmarks/predict_throughput.py                 # 200 one-minute recordings: 11.8 k windows
+    .venv/bin/python benchmarks/predict_throughput.py --clips 400 --dir /tmp/pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import multiprocessing
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "platform"))
+
+import numpy as np  # noqa: E402
+
+from mujo import storage  # noqa: E402
+from mujo.data.activities import MMFIT_ACTIVITIES  # noqa: E402
+from mujo.data.clips import ClipTask, clips_to_table, make_clip  # noqa: E402
+
+DATASET = "watch"
+
+
+def write_raw(raw: str, clips: int, seconds: float, per_file: int, distinct: int = 20, copies: int = 1) -> int:
+    """``clips`` acc-only watch recordings (100 Hz) as raw part files + the card, ``copies`` times over (more files,
+    the same content under other ids); returns the number of files."""
+    recs = []
+    for i in range(distinct):
+        c = make_clip(ClipTask(DATASET, "test", i, MMFIT_ACTIVITIES[i % len(MMFIT_ACTIVITIES)], 0, seconds, 7000 + i,
+                               "canonical", True, 8), fs=100.0)
+        recs.append(dataclasses.replace(c, pose=None, pose_hz=None, video=None, video_hz=None))
+    files = 0
+    for copy in range(copies):
+        for p in range(0, clips, per_file):
+            batch = [dataclasses.replace(recs[i % distinct], clip_id=f"{DATASET}-c{copy}-{i:05d}",
+                                         subject=f"{DATASET}-s{i // 10:04d}") for i in range(p, min(p + per_file, clips))]
+            storage.write_table(clips_to_table(batch), storage.join(raw, f"part-{copy:02d}-{p // per_file:05d}.parquet"))
+            files += 1
+    storage.write_json(storage.join(raw, "dataset.json"), {"name": DATASET, "labels": list(MMFIT_ACTIVITIES),
+                                                           "clips": clips * copies})
+    return files
+
+
+def make_artefact(path: str) -> None:
+    from mujo.config import ModelConfig
+    from mujo.models import build_classifier, build_model
+    from mujo.models.artefact import save_classifier
+
+    backbone = build_model(ModelConfig(), seed=0)
+    model = build_classifier(backbone, ["acc"], len(MMFIT_ACTIVITIES), "finetuned", seed=0)
+    save_classifier(model, path, labels=list(MMFIT_ACTIVITIES), setting="finetuned")
+
+
+def predict_cfg():
+    from mujo.config import PredictConfig
+
+    return PredictConfig(smoothing=3)
+
+
+def _windows_of(out: str) -> int:
+    return int(storage.read_json(storage.join(out, "summary.json"))["windows"])
+
+
+def _digest(out: str) -> str:
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    h = hashlib.sha1()
+    for f in storage.list_files(storage.join(out, "windows"), ".parquet"):
+        t = pq.read_table(f).select(["recording_id", "window", "predicted", "top_probs"])
+        h.update(json.dumps(t.to_pydict(), default=str).encode())
+    return h.hexdigest()
+
+
+def local_once(model: str, raw: str, out: str) -> float:
+    """The single-process loop in a fresh process (imports and model load included, like an actor)."""
+    code = ("import sys, time; sys.path.insert(0, %r); t = time.time(); "
+            "from mujo.config import PredictConfig; from mujo.pipelines.predict import run_predict; "
+            "run_predict(%r, %r, %r, PredictConfig(smoothing=3), executor='local'); print(time.time() - t)"
+            % (str(Path(__file__).resolve().parent.parent / "platform"), model, raw, out))
+    return float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                text=True).stdout.strip().splitlines()[-1])
+
+
+def ray_once(model: str, raw: str, out: str) -> float:
+    from mujo.pipelines.predict import run_predict
+
+    t = time.time()
+    run_predict(model, raw, out, predict_cfg(), executor="ray")
+    return time.time() - t
+
+
+def _bare_worker(model: str, files: list[str], out: str, params: dict, barrier, results) -> None:
+    from mujo.models.artefact import load_classifier
+    from mujo.pipelines.predict import _key, predict_file
+
+    artefact = load_classifier(model)
+    predict_file({"file": files[0], "key": f"warm-{os.getpid()}", "identity": {}}, artefact, params, out + "-warm")
+    barrier.wait()
+    for f in files:
+        predict_file({"file": f, "key": _key(f), "identity": {}}, artefact, params, out)
+    results.put(len(files))
+
+
+def bare_seconds(model: str, raw: str, out: str, processes: int) -> float:
+    from mujo.models.artefact import load_classifier
+    from mujo.pipelines.predict import plan
+
+    artefact = load_classifier(model)
+    cfg = predict_cfg()
+    params = {"splits": [], "batch_size": cfg.batch_size, "top_k": cfg.top_k, "smoothing": cfg.smoothing,
+              "max_nan_share": cfg.max_nan_share, "ignore_labels": False, "video_dim": 512}
+    p = plan(artefact, raw, out + "-plan", dict(params))
+    params["kind"] = p.kind
+    files = [t["file"] for t in p.todo]
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(processes + 1), ctx.Queue()
+    procs = [ctx.Process(target=_bare_worker, args=(model, files[i::processes], out, params, barrier, results))
+             for i in range(processes)]
+    for proc in procs:
+        proc.start()
+    barrier.wait()
+    t0 = time.time()
+    done = sum(results.get() for _ in procs)
+    seconds = time.time() - t0
+    for proc in procs:
+        proc.join()
+    assert done == len(files)
+    for d in (out, out + "-warm", out + "-plan"):
+        shutil.rmtree(d, ignore_errors=True)
+    return seconds
+
+
+def driver_peak_mb(model: str, raw: str, out: str, address: str) -> tuple[float, int]:
+    """Peak RSS (MiB) of a fresh driver process that attaches to the cluster and runs the Ray predict path."""
+    code = ("import sys, resource, json; sys.path.insert(0, %r); import ray; ray.init(address=%r, "
+            "log_to_driver=False); ctx = ray.data.DataContext.get_current(); ctx.enable_progress_bars = False; "
+            "from mujo.config import PredictConfig; from mujo.pipelines.predict import run_predict; "
+            "s = run_predict(%r, %r, %r, PredictConfig(smoothing=3)); "
+            "print(json.dumps([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, s['windows']]))"
+            % (str(Path(__file__).resolve().parent.parent / "platform"), address, model, raw, out))
+    res = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    peak, windows = json.loads(res.stdout.strip().splitlines()[-1])
+    return float(peak), int(windows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clips", type=int, default=200, help="one-minute recordings (59 windows each)")
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--per-file", type=int, default=10)
+    ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--scale", type=int, default=10, help="the memory check's larger input: this many times more")
+    ap.add_argument("--dir", default=None, help="keep the input here (reused when present)")
+    args = ap.parse_args()
+
+    work = args.dir or tempfile.mkdtemp(prefix="mujo-predict-bench-")
+    raw, model = os.path.join(work, "raw"), os.path.join(work, "model")
+    if not os.path.exists(os.path.join(raw, "dataset.json")):
+        t = time.time()
+        files = write_raw(raw, args.clips, args.seconds, args.per_file)
+        print(f"input: {files} files, {args.clips} recordings of {args.seconds:g} s (100 Hz acc) in {time.time() - t:.1f} s")
+    if not os.path.exists(os.path.join(model, "classifier.json")):
+        make_artefact(model)
+    for f in storage.list_files(raw, ".parquet"):  # warm the page cache for every side
+        Path(f).read_bytes()
+
+    print(f"ceiling: file work in {args.cpus} bare processes vs 1 ...")
+    bare_n = bare_seconds(model, raw, os.path.join(work, "bare-n"), args.cpus)
+    bare_1 = bare_seconds(model, raw, os.path.join(work, "bare-1"), 1)
+
+    import ray
+
+    t = time.time()
+    ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
+             object_store_memory=300 * 2**20)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    print(f"ray.init: {time.time() - t:.1f} s")
+
+    class _Identity:
+        def __call__(self, batch):
+            return batch
+
+    t = time.time()
+    ray.data.range(2).map_batches(_Identity, compute=ray.data.ActorPoolStrategy(size=1)).take_all()
+    print(f"first Ray Data actor-pool job (helper actors): {time.time() - t:.1f} s")
+
+    local_s, ray_s, windows, digests = [], [], None, set()
+    for r in range(args.repeat):
+        for side in ("local", "ray"):
+            out = os.path.join(work, f"out-{side}-{r}")
+            shutil.rmtree(out, ignore_errors=True)
+            secs = local_once(model, raw, out) if side == "local" else ray_once(model, raw, out)
+            (local_s if side == "local" else ray_s).append(secs)
+            windows = _windows_of(out)
+            digests.add(_digest(out))
+            shutil.rmtree(out, ignore_errors=True)
+            print(f"  run {r + 1} {side:5s}: {secs:6.1f} s, {windows / secs:8.0f} windows/s")
+    assert len(digests) == 1, "the Ray path and the loop wrote different predictions"
+    loop_wps, ray_wps = windows / statistics.median(local_s), windows / statistics.median(ray_s)
+    ceil_wps, one_wps = windows / bare_n, windows / bare_1
+    print(f"windows: {windows}")
+    print(f"single process (median of {args.repeat}): {loop_wps:.0f} windows/s")
+    print(f"Ray Data, {args.cpus} CPUs (median of {args.repeat}): {ray_wps:.0f} windows/s "
+          f"({ray_wps / loop_wps:.2f}x the single process)")
+    print(f"ceiling: {ceil_wps:.0f} windows/s in {args.cpus} bare processes, {one_wps:.0f} in 1 "
+          f"({ceil_wps / one_wps:.2f}x)")
+
+    address = ray.get_runtime_context().gcs_address
+    big = os.path.join(work, f"raw-x{args.scale}")
+    if not os.path.exists(os.path.join(big, "dataset.json")):
+        write_raw(big, args.clips, args.seconds, args.per_file, copies=args.scale)
+    peaks = {}
+    for name, folder in (("1x", raw), (f"{args.scale}x", big)):
+        out = os.path.join(work, f"mem-{name}")
+        shutil.rmtree(out, ignore_errors=True)
+        peaks[name] = driver_peak_mb(model, folder, out, address)
+        shutil.rmtree(out, ignore_errors=True)
+        print(f"driver peak RSS at {name} ({peaks[name][1]} windows): {peaks[name][0]:.0f} MiB")
+    small, large = peaks["1x"][0], peaks[f"{args.scale}x"][0]
+    print(f"driver peak memory {args.scale}x / 1x: {large / small:.3f} (goal: within +-10 %)")
+    ray.shutdown()
+    if not args.dir:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"predict ratio to ceiling: {ray_wps / ceil_wps:.2f} (goal >= 0.9)")
+
+
+if __name__ == "__main__":
+    main()
