@@ -274,8 +274,11 @@ def test_preprocess_refuses_bad_input_before_ray(tmp_path):
 def test_batch_larger_than_the_data_is_refused_before_ray(tmp_path):
     shards = tmp_path / "demo" / "shards" / "synthfit"
     shards.mkdir(parents=True)
-    (shards / "manifest.json").write_text(json.dumps({"dataset": "synthfit", "rows": {"train": 100, "val": 20},
-                                                      "shards": {"train": [], "val": []}}))
+    (shards / "manifest.json").write_text(json.dumps({
+        "schema_version": "1.0", "dataset": "synthfit", "raw": "raw/synthfit", "labels": ["squats"], "video_dim": 512,
+        "text_dim": 384, "shards": {"train": [], "val": []}, "counts": {}, "rows": {"train": 100, "val": 20},
+        "stats": {}, "quarantine": {"count": 0, "files": 0, "clips": 0, "share": 0.0, "entries": []}, "clips": 10,
+        "seconds": 1.0}))
     proc = job("jobs/pretrain.py", "--config", "jobs/configs/main.yaml", "--set", f"storage.root={tmp_path}",
                "--set", "pretrain.batch_size=64", "--set", "pretrain.num_workers=2", timeout=60)
     line = one_line_error(proc)

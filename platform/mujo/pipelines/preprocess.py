@@ -63,6 +63,7 @@ from mujo.data.text import TEXT_DIM, TEXT_MODEL, TextEmbedder, normalize_label
 from mujo.data.windows import BadClip, clip_windows, concat_batches
 from mujo.errors import InputError
 from mujo.names import check_name
+from mujo.run import Manifest, parse_contract, read_contract
 from mujo.schema import SCHEMA_VERSION, SPLITS, SampleFormat, batch_to_table, tensor_array, write_shard
 
 if TYPE_CHECKING:  # annotations only: the file workers and embedding actors import this module, not pydantic
@@ -764,7 +765,7 @@ def _run_local(plan: _Plan, cfg: PreprocessConfig) -> list[dict]:
 
 
 def preprocess(datasets: dict[str, int], run_dir: str, cfg: PreprocessConfig,
-               raw_uris: dict[str, str] | None = None, executor: str = "ray") -> dict[str, dict]:
+               raw_uris: dict[str, str] | None = None, executor: str = "ray") -> dict[str, Manifest]:
     """Run the pipeline once over several datasets' raw clips (``{name: video_dim}``); write and return each
     dataset's manifest. One pipeline, so the text model is loaded once (per embedding task) for all of them.
 
@@ -802,10 +803,11 @@ def preprocess(datasets: dict[str, int], run_dir: str, cfg: PreprocessConfig,
             storage.write_json(storage.join(plan.out_dirs[d], "quarantine.json"), manifest["quarantine"])
             failures.append(f"{failure}. Every entry: {storage.join(plan.out_dirs[d], 'quarantine.json')}")
             continue
-        storage.write_json(storage.join(plan.out_dirs[d], "manifest.json"), manifest)
+        uri = storage.join(plan.out_dirs[d], "manifest.json")
+        storage.write_json(uri, manifest)
         log.info("preprocessed %s: %s windows, %d quarantine entries", d, manifest["rows"],
                  manifest["quarantine"]["count"])
-        manifests[d] = manifest
+        manifests[d] = parse_contract(manifest, Manifest, uri)
     if failures:  # an earlier manifest may still name the shards a clean-up would delete: keep them
         raise QuarantineExceeded("\n".join(failures))
     _clean_stale(plan, records)
@@ -880,11 +882,11 @@ class ManifestMissing(InputError):
     """A dataset has not been preprocessed in this run."""
 
 
-def read_manifest(run_dir: str, dataset: str) -> dict:
+def read_manifest(run_dir: str, dataset: str) -> Manifest:
     """The dataset's ``manifest.json``; :class:`ManifestMissing` (naming the file and the fix) when there is none."""
     uri = storage.join(shards_dir(run_dir, dataset), "manifest.json")
     if not storage.exists(uri):
         raise ManifestMissing(f"{storage.describe(uri)} does not exist: dataset '{dataset}' has not been "
                               "preprocessed in this run; run jobs/preprocess.py (or jobs/main.py) first, or check "
                               "run_name and storage.root")
-    return storage.read_json(uri)
+    return read_contract(uri, Manifest)
