@@ -5,8 +5,7 @@ text -> sensor retrieval and labelling by nearest label text with mujo.retrieval
     python jobs/embed.py --config jobs/configs/finetune.yaml --set embed.modalities=[acc,pose] --set embed.splits=[test]
 """
 
-from _common import parse
-from _modelpath import guarded, prepare_storage
+from _common import parse, run
 
 from mujo import storage
 
@@ -17,17 +16,20 @@ def main() -> None:
     from mujo.pipelines.predict import InputError
     from mujo.pipelines.preprocess import read_manifest
     from mujo.raysession import init_ray
+    from mujo.run import RunLayout
+    from mujo.workflows import prepare
 
-    run_dir = prepare_storage(cfg)
+    run_dir = prepare(cfg, start_ray=False)  # Ray starts once the artefact and the input pass
     e = cfg.embed
-    model = e.model or storage.join(run_dir, "pretrain", "model")
+    layout = RunLayout(run_dir)
+    model = e.model or layout.pretrained
     try:
         manifest = read_manifest(run_dir, e.dataset)
     except (storage.StorageError, ValueError):
-        raise InputError(f"{storage.join(run_dir, 'shards', e.dataset, 'manifest.json')} does not exist: preprocess "
+        raise InputError(f"{layout.manifest(e.dataset)} does not exist: preprocess "
                          f"'{e.dataset}' first (jobs/preprocess.py) or set embed.dataset") from None
     try:
-        out = run_embed(model, manifest, e.output or storage.join(run_dir, "embeddings", e.dataset), e,
+        out = run_embed(model, manifest, e.output or layout.embeddings(e.dataset), e,
                         start_ray=lambda: init_ray(cfg.ray))
     except (storage.StorageError, ValueError) as exc:
         raise InputError(str(exc)) from None
@@ -38,4 +40,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    guarded(main)
+    run(main)

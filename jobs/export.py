@@ -7,8 +7,7 @@ PyTorch with ONNX Runtime on real windows of its dataset, with a model card stat
 
 import logging
 
-from _common import parse
-from _modelpath import guarded
+from _common import parse, run
 
 from mujo import storage
 
@@ -22,7 +21,9 @@ def main() -> None:
     from mujo.models.export import check_exportable, check_windows, export_classifier
     from mujo.pipelines.preprocess import read_manifest
 
-    storage.configure(cfg.storage.endpoint_url, cfg.storage.region)  # no Ray: exporting is one process's work
+    from mujo.workflows import prepare
+
+    prepare(cfg, start_ray=False)  # no Ray: exporting is one process's work
     model = cfg.export.model or finetune_output(cfg)
     artefact = load_classifier(model)
     check_exportable(artefact)
@@ -47,4 +48,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    guarded(main)
+    run(main)

@@ -5,19 +5,17 @@ as a versioned artefact folder (weights, classes, window contract, calibration, 
     python jobs/finetune.py --config jobs/configs/finetune.yaml --set finetune.inputs=[acc] --set finetune.seed=3
 """
 
-from _common import parse
-from _modelpath import guarded
-
-from mujo import storage
+from _common import parse, run
 
 
 def main() -> None:
     cfg = parse(__doc__.splitlines()[0])
     from mujo.classifiers import run_finetune_job
+    from mujo.run import RunLayout
     from mujo.workflows import ensure_manifest, prepare
 
     run_dir = prepare(cfg)
-    pretrained = cfg.finetune.pretrained or storage.join(run_dir, "pretrain", "model")
+    pretrained = cfg.finetune.pretrained or RunLayout(run_dir).pretrained
     manifest = ensure_manifest(cfg, cfg.finetune.dataset)
     reference = ensure_manifest(cfg, cfg.pretrain.dataset) if cfg.finetune.calibration != "none" else None
     out = run_finetune_job(cfg, manifest, pretrained, reference)
@@ -29,4 +27,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    guarded(main)
+    run(main)

@@ -6,10 +6,7 @@ preprocessed shards, local or s3:// -> window predictions (Parquet), per-recordi
         --set predict.source=/data/watch --set predict.ignore_labels=true
 """
 
-from _common import parse
-from _modelpath import guarded, prepare_storage
-
-from mujo import storage
+from _common import parse, run
 
 
 def main() -> None:
@@ -18,11 +15,13 @@ def main() -> None:
     from mujo.pipelines.generate import raw_dir
     from mujo.pipelines.predict import run_predict, timeline_table
     from mujo.raysession import init_ray
+    from mujo.run import RunLayout
+    from mujo.workflows import prepare
 
-    run_dir = prepare_storage(cfg)
+    run_dir = prepare(cfg, start_ray=False)  # Ray starts once the artefact and the input pass
     p = cfg.predict
     model = p.model or finetune_output(cfg)
-    out = p.output or storage.join(run_dir, "predict", p.name)
+    out = p.output or RunLayout(run_dir).predictions(p.name)
     summary = run_predict(model, p.input or raw_dir(run_dir, cfg.finetune.dataset), out, p,
                           start_ray=lambda: init_ray(cfg.ray))
     print()
@@ -31,4 +30,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    guarded(main)
+    run(main)

@@ -160,6 +160,27 @@ def test_fanout_keeps_the_best_seed_and_main_predicts_with_it(ray_session, tmp_p
     card = load_classifier(kept[0]["classifier"]).card
     assert card.seed == best["seed"] and card.metrics.val_macro_f1 == pytest.approx(best["val_macro_f1"])
     assert storage.list_files(storage.join(cfg.run_dir, "models", "tinyhar")) and not storage.exists(
-        storage.join(cfg.run_dir, "models", "tinyhar", "_trials-mp-finetune"))
+        storage.join(cfg.run_dir, "models", "tinyhar", "trials-mp-finetune"))
     out = predict_with_best(cfg, rows, manifest)
     assert out["summary"]["recordings"] == 3 and "timeline accuracy" in out["table"]
+
+
+def test_bring_your_own_card_is_converted_then_predicted(trained, tmp_path):
+    """A BYOD card (100 Hz, g, gravity removed + the API's gravity vector) is ingested per the card (50 Hz after
+    windowing, m/s^2, gravity added back) and predicted; its labels are not the classifier's: refused unless
+    predict.ignore_labels, and then its recordings are not scored."""
+    from _fixtures_datasets import byod_csv_card, write_byod_csv, write_card
+
+    _, _, out = trained
+    write_byod_csv(tmp_path)
+    card = write_card(tmp_path / "card.yaml", byod_csv_card())
+    with pytest.raises(InputError, match=r"dataset\.json: the data's labels \['walking', 'standing'\]"):
+        run_predict(out["artefact"], str(card), str(tmp_path / "p"), load_config(None, []).predict,
+                    executor="local")
+    pcfg = load_config(None, ["predict.ignore_labels=true", f"predict.source={tmp_path}"]).predict
+    summary = run_predict(out["artefact"], str(card), str(tmp_path / "p"), pcfg, executor="local")
+    assert summary["recordings"] >= 2 and summary["timeline_accuracy"] is None
+    assert {r["true_label"] for r in summary["recordings_detail"]} <= {"walking", "standing"}
+    raw = storage.list_files(str(tmp_path / "p" / "input" / "raw" / "wrist_study"), ".parquet")
+    clip = rows_to_clips(pq.read_table(raw[0]).to_pydict())[0]
+    assert np.linalg.norm(clip.acc[:, 3:], axis=1).mean() == pytest.approx(9.81, rel=0.02)  # g -> m/s^2, gravity in

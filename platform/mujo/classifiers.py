@@ -40,14 +40,13 @@ def default_name(inputs: list[str], setting: str, fraction: float, seed: int, ca
     return f"{INPUT_SEP.join(inputs)}-{setting}-{fraction:g}{cal}-s{seed}".replace("+", "_")
 
 
-def models_dir(cfg: MainConfig) -> str:
-    return storage.join(cfg.run_dir, "models")
-
-
 def finetune_output(cfg: MainConfig) -> str:
+    """``finetune.output``, else ``<run>/models/<finetune.name or a name from the settings>``."""
+    from mujo.run import RunLayout
+
     f = cfg.finetune
-    return f.output or storage.join(models_dir(cfg), f.name or default_name(f.inputs, f.setting, f.fraction, f.seed,
-                                                                             f.calibration))
+    return f.output or RunLayout.of(cfg).model(f.name or default_name(f.inputs, f.setting, f.fraction, f.seed,
+                                                                      f.calibration))
 
 
 def train_artefact(cfg: MainConfig, manifest: dict, pretrained: str, out: str,
@@ -138,13 +137,15 @@ def keep_spec(cfg: MainConfig, manifest: dict, pretrained: str, name: str) -> di
     if not cfg.evaluate.keep_classifiers:
         return None
     from mujo.models.artefact import manifest_digest
+    from mujo.run import RunLayout
 
-    return {"dir": storage.join(models_dir(cfg), manifest["dataset"], f"_trials-{name}"),
-            "labels": list(manifest["labels"]),
+    layout, dataset = RunLayout.of(cfg), manifest["dataset"]
+    return {"dir": layout.model(dataset, f"trials-{name}"), "labels": list(manifest["labels"]),
             "label_texts": label_texts(manifest), "video_dim": int(manifest.get("video_dim", 512)),
-            "dataset": manifest["dataset"], "manifest_digest": manifest_digest(manifest), "pretrained": pretrained,
-            "calibration_dir": storage.join(cfg.run_dir, "calibration", manifest["dataset"]),
-            "models_dir": storage.join(models_dir(cfg), manifest["dataset"])}
+            "dataset": dataset, "manifest_digest": manifest_digest(manifest), "pretrained": pretrained,
+            "calibrations": {mode: layout.calibration(dataset, mode) for mode in cfg.evaluate.calibrations
+                             if mode != "none"},
+            "models_dir": layout.model(dataset)}
 
 
 def trial_key(config: Mapping) -> str:
@@ -160,7 +161,7 @@ def save_trial_classifier(model: Any, result: Any, config: Mapping, keep: Mappin
 
     inputs = str(config["inputs"]).split(INPUT_SEP)
     mode = config.get("calibration", "none")
-    calibrators = {} if mode == "none" else load_calibration(storage.join(keep["calibration_dir"], mode), inputs)
+    calibrators = {} if mode == "none" else load_calibration(keep["calibrations"][mode], inputs)
     out = storage.join(keep["dir"], trial_key(config))
     save_classifier(model.to("cpu"), out, labels=keep["labels"], label_texts=keep["label_texts"],
                     setting=config["setting"], fraction=float(config["fraction"]), seed=int(config["seed"]),
@@ -248,7 +249,9 @@ def predict_with_best(cfg: MainConfig, rows: list[dict], manifest: dict) -> dict
     if best is None:
         raise ValueError("no acc classifier was kept by the fan-out (all its acc trials failed?)")
     pcfg = cfg.predict if cfg.predict.splits else cfg.predict.model_copy(update={"splits": ["test"]})
-    out = cfg.predict.output or storage.join(cfg.run_dir, "predict", f"{manifest['dataset']}-test")
+    from mujo.run import RunLayout
+
+    out = cfg.predict.output or RunLayout.of(cfg).predictions(f"{manifest['dataset']}-test")
     summary = run_predict(best["classifier"], manifest["raw"], out, pcfg)
     head = (f"Best acc classifier of the fan-out ({best['setting']}, {float(best['fraction']):g} of the labels, seed "
             f"{best['seed']}, val Macro F1 {float(best['val_macro_f1']):.3f}): {best['classifier']}\n"

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mujo.errors import InputError
 from mujo.schema import ACC_CHANNELS, FS, NUM_JOINTS, STRIDE, WINDOW
 
 FORMAT = "mujo.classifier"
@@ -44,8 +45,9 @@ __all__ = ["ArtefactError", "ClassifierArtefact", "ClassifierCard", "load_classi
            "manifest_digest", "package_version", "window_contract"]
 
 
-class ArtefactError(ValueError):
-    """An artefact folder that cannot be used; the message names the file and the fix."""
+class ArtefactError(InputError):
+    """An artefact folder that cannot be used; the message names the file and the fix (a job prints it and exits
+    with status 2, as for every :class:`mujo.errors.InputError`)."""
 
 
 class _Card(BaseModel):
@@ -132,7 +134,8 @@ def package_version() -> str:
 
 def manifest_digest(manifest: Mapping) -> str:
     """sha256 of a dataset manifest without its run-to-run fields (timings, progress counters)."""
-    doc = {k: v for k, v in manifest.items() if k not in ("seconds", "progress")}
+    doc = manifest.to_json() if hasattr(manifest, "to_json") else dict(manifest)  # mujo.run.Manifest or its JSON
+    doc = {k: v for k, v in doc.items() if k not in ("seconds", "progress")}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 

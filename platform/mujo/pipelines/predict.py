@@ -42,6 +42,7 @@ import numpy as np
 import pyarrow as pa
 
 from mujo import storage
+from mujo.errors import InputError as UserInputError
 from mujo.schema import FS, STRIDE, TENSOR_MODALITY_COLUMN, WINDOW
 
 log = logging.getLogger(__name__)
@@ -49,13 +50,7 @@ PROGRESS = "_progress"
 RAW_NEEDS = {"acc": ("acc", "pose"), "pose": ("pose",), "video": ("video",)}  # raw columns that can give an input
 
 
-try:  # the platform's one-line user errors (mujo.errors), when this tree has them
-    from mujo.errors import InputError as _UserError
-except ImportError:  # pragma: no cover
-    _UserError = ValueError
-
-
-class InputError(_UserError):
+class InputError(UserInputError):
     """Input that the classifier cannot be run on; the message names the file and the fix."""
 
 
