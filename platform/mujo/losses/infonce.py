@@ -66,10 +66,12 @@ import torch.distributed.nn  # registers torch.distributed.nn.functional: collec
 import torch.nn.functional as F
 from torch import Tensor
 
+from mujo.losses.tiled import build_plan, default_tile_size, tiled_lse_sums
 from mujo.schema import MODALITIES
 
 __all__ = [
     "FORMS",
+    "IMPLS",
     "MODALITIES",
     "LossOutput",
     "MuJoLoss",
@@ -81,6 +83,7 @@ __all__ = [
 ]
 
 FORMS: tuple[str, ...] = ("all_pairs", "text_anchor")
+IMPLS: tuple[str, ...] = ("tiled", "local", "naive")
 
 Chunk = TypeVar("Chunk")
 Masks = Mapping[str, Tensor] | None
@@ -186,8 +189,27 @@ class MuJoLoss(torch.nn.Module):
         pair_weights: Mapping[str, float] | None = None,
         local_loss: bool = True,
         gather_with_grad: bool = True,
+        impl: str | None = None,
+        ring: bool = False,
+        tile_size: int | None = None,
     ) -> None:
         super().__init__()
+        if impl is None:
+            impl = "local" if local_loss else "naive"
+        if impl not in IMPLS:
+            raise ValueError(f"unknown loss implementation {impl!r}; expected one of {IMPLS}")
+        if not local_loss and impl != "naive":
+            raise ValueError(f"local_loss=False is the naive form; it contradicts impl={impl!r}")
+        if ring and impl != "tiled":
+            raise ValueError(f"ring exchange needs impl='tiled', got {impl!r}")
+        if ring and not gather_with_grad:
+            raise ValueError("ring exchange always carries the column gradients back; gather_with_grad=False is "
+                             "only available with the gathered forms")
+        if tile_size is not None and tile_size < 1:
+            raise ValueError(f"tile_size must be >= 1, got {tile_size}")
+        self.impl = impl
+        self.ring = ring
+        self.tile_size = tile_size
         self.modalities: tuple[str, ...] = tuple(modalities)
         self.form = form
         self.pairs = modality_pairs(self.modalities, form)
@@ -200,8 +222,13 @@ class MuJoLoss(torch.nn.Module):
         if bad:
             raise ValueError(f"pair weights must be finite and > 0, got {bad}")
         self.pair_weights: dict[str, float] = {k: float(weights.get(k, 1.0)) for k in keys}
-        self.local_loss = local_loss
+        self.local_loss = impl != "naive"
         self.gather_with_grad = gather_with_grad
+
+    @property
+    def impl_name(self) -> str:
+        """Which implementation runs: ``tiled+ring``, ``tiled``, ``local`` or ``naive``."""
+        return "tiled+ring" if self.ring else self.impl
 
     def forward(self, features: Mapping[str, Tensor], masks: Masks, logit_scale: Tensor) -> LossOutput:
         """Compute the loss of this rank.
@@ -213,13 +240,16 @@ class MuJoLoss(torch.nn.Module):
             logit_scale: scalar tensor s = exp(log-scale) multiplying the cosine similarities (may require grad).
         """
         world, rank = _world()
-        local = self._stack_features(features)  # (b, M * D)
-        b, width = local.shape
-        dim = width // len(self.modalities)
-        local_mask = self._stack_masks(masks, b, local.device)  # (b, M) bool
+        feats = self._check_features(features)
+        b, dim, device = feats[0].shape[0], feats[0].shape[1], feats[0].device
+        width = dim * len(self.modalities)
+        local_mask = self._stack_masks(masks, b, device)  # (b, M) bool
         if world > 1:
-            self._check_equal_local_batch(b, width, world, local.device)
+            self._check_equal_local_batch(b, width, world, device)
         global_mask = _gather_constant(local_mask.to(torch.uint8)).bool()  # (B, M)
+        if self.impl == "tiled":
+            return self._forward_tiled(feats, local_mask, global_mask, logit_scale, world, rank)
+        local = torch.cat(feats, dim=1)  # (b, M * D)
         gathered = gather_features(local, self.gather_with_grad)  # (B, M * D)
         big_b = gathered.shape[0]
         columns = gathered.view(big_b, len(self.modalities), dim).unbind(1)  # M views (B, D), no copies
@@ -269,8 +299,39 @@ class MuJoLoss(torch.nn.Module):
             loss = loss + gathered[:0].sum() + logit_scale.reshape(-1)[:0].sum()
         return LossOutput(loss=loss, per_pair={k: t.detach() for k, t in terms.items()})
 
-    def _stack_features(self, features: Mapping[str, Tensor]) -> Tensor:
-        """Check the features and concatenate them along dim 1 in ``self.modalities`` order -> (b, M * D)."""
+    def _forward_tiled(self, feats: list[Tensor], local_mask: Tensor, global_mask: Tensor, logit_scale: Tensor,
+                       world: int, rank: int) -> LossOutput:
+        """The tiled form (``mujo.losses.tiled``): this rank's rows, every column, no logit matrix kept.
+
+        Per pair the summed cross-entropies are (LSE sums of both directions) - 2 * s * (sum of positive cosines);
+        the LSE sums come from the tiled function, the positives from plain autograd (both embeddings of a sample
+        are on its rank). Scaling as in the local form: ``loss = W * l_r``.
+        """
+        ref = feats[0]
+        index = {m: i for i, m in enumerate(self.modalities)}
+        pairs = [(index[a], index[c]) for a, c in self.pairs]
+        valid = torch.stack([global_mask[:, a] & global_mask[:, c] for a, c in pairs])  # (P, B)
+        tile = self.tile_size or default_tile_size(ref.device)
+        plan, n_global, _ = build_plan(pairs, local_mask, valid, ref.shape[1], rank, world, tile, self.ring)
+        scale = logit_scale if torch.is_tensor(logit_scale) else ref.new_tensor(logit_scale)
+        if not plan.directions:  # no pair has a valid sample anywhere: an exact zero, still connected to the inputs
+            return LossOutput(loss=sum(f[:0].sum() for f in feats) + scale.reshape(-1)[:0].sum(), per_pair={})
+        columns = None if self.ring else gather_features(torch.cat(feats, dim=1), self.gather_with_grad)
+        lse_sums = tiled_lse_sums(plan, feats, scale, columns)  # (P,)
+        terms: dict[str, Tensor] = {}
+        factor = float(world)
+        for p, ((a, c), (ia, ic)) in enumerate(zip(self.pairs, pairs)):
+            if n_global[p] == 0:
+                continue
+            positives = torch.where(plan.row_weight_mask[p], torch.linalg.vecdot(feats[ia], feats[ic]), 0).sum()
+            terms[pair_key(a, c)] = (lse_sums[p] - 2 * scale * positives) * (factor / (2 * n_global[p]))
+        total_weight = sum(self.pair_weights[k] for k in terms)
+        loss = sum(self.pair_weights[k] * t for k, t in terms.items()) / total_weight
+        return LossOutput(loss=loss, per_pair={k: t.detach() for k, t in terms.items()})
+
+    def _check_features(self, features: Mapping[str, Tensor]) -> list[Tensor]:
+        """Check the features: every modality present, (b, D) tensors of one shape, dtype and device; returns them
+        in ``self.modalities`` order."""
         missing = [m for m in self.modalities if m not in features]
         if missing:
             raise ValueError(f"features lack modalities {missing}; expected {self.modalities}")
@@ -283,7 +344,7 @@ class MuJoLoss(torch.nn.Module):
                     f"{self.modalities[0]}: {tuple(ref.shape)} {ref.dtype} {ref.device}, "
                     f"{m}: {tuple(f.shape)} {f.dtype} {f.device}"
                 )
-        return torch.cat(feats, dim=1)
+        return feats
 
     def _stack_masks(self, masks: Masks, b: int, device: torch.device) -> Tensor:
         """Return the (b, M) bool presence matrix; absent masks mean all present."""

@@ -1,0 +1,362 @@
+"""The log-sum-exp part of the MuJo loss, tiled (no logit matrix is ever held) and optionally ring-exchanged.
+
+For a pair (a, c) and the valid samples V, the summed cross-entropies of this rank's rows are
+
+    sum_{i in rows, i in V} [ LSE_{j in V}(s a_i . c_j) - s a_i . c_i ]  +  the same with a and c swapped.
+
+The positive logits ``s a_i . c_i`` are local (both embeddings of sample i live on its rank) and are left to plain
+autograd (:class:`mujo.losses.MuJoLoss`). This module computes the other half, the row-wise log-sum-exps over all
+B columns, for every pair and both directions at once, as a custom autograd function:
+
+* **Forward**: for each square tile of (local rows) x (columns) and each direction (row modality a, column
+  modality c), the logits ``s * a_rows @ c_cols.T`` of that tile only, invalid columns set to -inf, reduced to a
+  per-row log-sum-exp that is merged into the running one (``logaddexp``: numerically stable, any tile order).
+  The only state kept across tiles and saved for the backward is one float per (row, direction).
+* **Backward**: each tile's softmax is recomputed from the saved row LSE: ``P = exp(logits - lse)``, scaled by the
+  upstream gradient of its row (zero for rows that are not valid in the pair), and spent at once on the rows'
+  gradient (``P @ cols``), the columns' gradient (``P.T @ rows``) and, through ``sum_i a_i . (P @ cols)_i``, the
+  temperature's. A tile costs one matmul forward and three backward, against one and two for a materialised
+  matrix.
+
+Rows of samples that lack the row modality are zeroed before the matmul (their logits are finite, and their
+gradient weight is zero), so nothing read from an absent embedding reaches a result.
+
+Columns come from one of two sources:
+
+* **gathered**: the caller passes all B columns (``gather_features``, the autograd all-gather), and the function
+  returns their gradient; the gather's backward sums it over ranks. Memory: the B x M*D gathered features and their
+  gradient, plus O(b * tile) for the logits.
+* **ring** (``torch.distributed`` point-to-point): the columns travel as W blocks of b rows (all modalities at
+  once; the masks are the globally gathered presence bits, a few bytes per sample). At step t rank r holds block
+  (r - t) mod W, posts the send of it to rank r + 1 and the receive of the next one from rank r - 1, then computes
+  on the block it holds while they travel. In the backward the blocks go round again, each with the gradient of
+  its columns: rank r adds its contribution and passes the sum on, and after W hops every block's gradient arrives
+  at its owner, complete. A rank holds two column blocks at a time forward, and in the backward two blocks plus
+  three block-sized gradient buffers (its own contribution, the one arriving, the one leaving): O(b * M * D).
+
+Every rank must call the forward and backward (both are collectives in the ring form): :class:`MuJoLoss` keeps the
+function's output in the loss of every rank whenever any pair has a valid sample in the global batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+__all__ = ["DEFAULT_TILE", "TilePlan", "default_tile_size", "tiled_lse_sums"]
+
+DEFAULT_TILE = {"cpu": 1024, "cuda": 4096}  # rows and columns of one logit tile (see benchmarks/README.md)
+_BLOCK_TAG, _GRAD_TAG = 17, 18  # point-to-point tags: gloo matches messages per (peer, tag)
+
+
+def default_tile_size(device: torch.device) -> int:
+    """Tile edge for a device: small enough for the CPU's caches, large enough to keep a GPU busy."""
+    return DEFAULT_TILE.get(device.type, DEFAULT_TILE["cuda"])
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """What the tiled function needs besides the tensors (built once per step by :class:`MuJoLoss`).
+
+    ``directions``: (pair index, row modality index, column modality index), two per contributing pair.
+    ``row_weight_mask``: (P, b) bool, this rank's rows valid in each pair. ``row_present``: (b, M) bool, this
+    rank's rows that have each modality; ``present_all[m]``: all of them have modality m. ``col_valid``: (P, B) bool, valid columns of each pair in the global
+    batch. ``rows_any[p]``: this rank has a valid row in pair p. ``tile_any[k][t][p]`` / ``tile_all[k][t][p]``:
+    column tile t of block k has some / only valid columns of pair p (host lists, so no tile needs a device sync).
+    """
+
+    n_mod: int
+    dim: int
+    n_pairs: int
+    directions: tuple[tuple[int, int, int], ...]
+    row_weight_mask: Tensor
+    row_present: Tensor
+    present_all: tuple[bool, ...]
+    col_valid: Tensor
+    rows_any: tuple[bool, ...]
+    tile_any: tuple[tuple[tuple[bool, ...], ...], ...]
+    tile_all: tuple[tuple[tuple[bool, ...], ...], ...]
+    tile: int
+    block: int  # b: columns per block (= rows per rank)
+    world: int
+    rank: int
+    ring: bool
+
+    def col_tiles(self) -> list[tuple[int, int]]:
+        """(start, end) of the column tiles inside one block."""
+        return [(t, min(t + self.tile, self.block)) for t in range(0, self.block, self.tile)]
+
+    def row_tiles(self) -> list[tuple[int, int]]:
+        """(start, end) of the row tiles of this rank's rows."""
+        return [(t, min(t + self.tile, self.block)) for t in range(0, self.block, self.tile)]
+
+
+def build_plan(pairs: Sequence[tuple[int, int]], local_present: Tensor, global_valid: Tensor, dim: int, rank: int,
+               world: int, tile: int, ring: bool) -> tuple[TilePlan, list[int], list[int]]:
+    """Build the plan; returns (plan, global valid count per pair, local valid row count per pair).
+
+    ``pairs``: (modality index, modality index) per pair; only pairs with a valid sample in the global batch get
+    directions. ``local_present``: (b, M) bool; ``global_valid``: (P, B) bool. One device-to-host copy for all counts
+    and tile flags.
+    """
+    if tile < 1:
+        raise ValueError(f"tile size must be >= 1, got {tile}")
+    b = local_present.shape[0]
+    n_pairs = global_valid.shape[0]
+    if global_valid.shape[1] != world * b:
+        raise ValueError(f"global batch {global_valid.shape[1]} != {world} ranks x {b} local rows")
+    lo = rank * b
+    row_mask = global_valid[:, lo:lo + b]
+    starts = list(range(0, b, tile))
+    tile_of_col = torch.arange(b, device=global_valid.device) // tile  # tile index within a block
+    n_tiles = len(starts)
+    # (P, W, n_tiles) valid-column counts per tile, next to the tile sizes, global counts and local row counts
+    per_tile = torch.zeros(n_pairs, world, n_tiles, dtype=torch.int64, device=global_valid.device)
+    per_tile.index_add_(2, tile_of_col, global_valid.view(n_pairs, world, b).to(torch.int64))
+    n_mod = local_present.shape[1]
+    host = torch.cat([per_tile.flatten(), global_valid.sum(1), row_mask.sum(1), local_present.sum(0)]).tolist()
+    counts = host[: n_pairs * world * n_tiles]
+    n_global, n_rows, n_present = (host[n_pairs * world * n_tiles + j * n_pairs:][:n] for j, n in
+                                   enumerate((n_pairs, n_pairs, n_mod)))
+    sizes = [min(s + tile, b) - s for s in starts]
+
+    def count(p: int, k: int, t: int) -> int:
+        return counts[(p * world + k) * n_tiles + t]
+
+    tile_any = tuple(tuple(tuple(count(p, k, t) > 0 for p in range(n_pairs)) for t in range(n_tiles))
+                     for k in range(world))
+    tile_all = tuple(tuple(tuple(count(p, k, t) == sizes[t] for p in range(n_pairs)) for t in range(n_tiles))
+                     for k in range(world))
+    directions = []
+    for p, (a, c) in enumerate(pairs):
+        if n_global[p] > 0:
+            directions += [(p, a, c), (p, c, a)]
+    plan = TilePlan(
+        n_mod=n_mod, dim=dim, n_pairs=n_pairs, directions=tuple(directions), row_weight_mask=row_mask,
+        row_present=local_present, present_all=tuple(n == b for n in n_present), col_valid=global_valid,
+        rows_any=tuple(n > 0 for n in n_rows), tile_any=tile_any, tile_all=tile_all, tile=tile, block=b, world=world,
+        rank=rank, ring=ring,
+    )
+    return plan, list(n_global), list(n_rows)
+
+
+def tiled_lse_sums(plan: TilePlan, features: Sequence[Tensor], scale: Tensor, columns: Tensor | None) -> Tensor:
+    """Per pair, the sum over this rank's valid rows of both directions' log-sum-exp over the valid columns.
+
+    ``features``: M tensors (b, D), this rank's embeddings in modality order; ``scale``: the logit scale (scalar
+    tensor); ``columns``: (B, M * D) gathered embeddings (modality-major columns), or None for the ring form. Returns
+    a (P,) tensor (zero for pairs without directions or without a valid row here) that carries gradients to the
+    features, the scale and the gathered columns.
+    """
+    if len(features) != plan.n_mod:
+        raise ValueError(f"expected {plan.n_mod} feature tensors, got {len(features)}")
+    if plan.ring != (columns is None):
+        raise ValueError("the ring form takes no gathered columns; the gathered form needs them")
+    return _TiledLSE.apply(plan, scale, *features, *([] if columns is None else [columns]))
+
+
+Block = list  # M tensors (b, D): one column block of every modality (views or ring buffers)
+
+
+class _TiledLSE(torch.autograd.Function):
+    """Forward: per-pair sums of row LSEs (tile by tile). Backward: tiles recomputed from the saved row LSEs."""
+
+    @staticmethod
+    def forward(ctx, plan: TilePlan, scale: Tensor, *tensors: Tensor) -> Tensor:  # type: ignore[override]
+        feats = [t.detach() for t in tensors[:plan.n_mod]]
+        gathered = tensors[plan.n_mod].detach() if len(tensors) > plan.n_mod else None
+        s = scale.detach().item()  # one host read per step; the tiles take it as a number
+        ref = feats[0]
+        lse = {i: torch.full((plan.block,), -math.inf, dtype=ref.dtype, device=ref.device)
+               for i, (p, _, _) in enumerate(plan.directions) if plan.rows_any[p]}
+        for k, block in _blocks(plan, feats, gathered):
+            _forward_block(plan, s, feats, block, k, lse)
+        sums = ref.new_zeros(plan.n_pairs)
+        for i, (p, _, _) in enumerate(plan.directions):
+            if i in lse:
+                sums[p] += torch.where(plan.row_weight_mask[p], lse[i], 0).sum()
+        ctx.plan, ctx.lse_keys, ctx.has_gathered = plan, sorted(lse), gathered is not None
+        ctx.save_for_backward(scale, *feats, *[lse[i] for i in sorted(lse)],
+                              *([] if gathered is None else [gathered]))
+        return sums
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_sums: Tensor):  # type: ignore[override]
+        plan: TilePlan = ctx.plan
+        saved = ctx.saved_tensors
+        scale, feats = saved[0], list(saved[1:1 + plan.n_mod])
+        lse = dict(zip(ctx.lse_keys, saved[1 + plan.n_mod:1 + plan.n_mod + len(ctx.lse_keys)]))
+        gathered = saved[-1] if ctx.has_gathered else None
+        s = scale.detach().item()
+        bias = _weighted_bias(plan, grad_sums.to(feats[0].dtype), lse)
+        u = [torch.zeros_like(f) for f in feats]  # d(weighted LSE sums) / d(scaled rows), per modality
+        grad_gathered = None
+        if gathered is not None:
+            grad_gathered = torch.zeros_like(gathered)
+            for k, block in _blocks(plan, feats, gathered):
+                _backward_block(plan, s, feats, block, k, bias, u, _columns(plan, grad_gathered, k))
+        else:
+            own = _ring_backward(plan, s, feats, bias, u)
+        grad_scale = None
+        if ctx.needs_input_grad[1]:
+            total = feats[0].new_zeros(())
+            for m, (f, g) in enumerate(zip(feats, u)):
+                rows = f if plan.present_all[m] else torch.where(plan.row_present[:, m, None], f, 0)
+                total += torch.vdot(rows.reshape(-1), g.reshape(-1))
+            grad_scale = total.reshape(scale.shape).to(scale.dtype)
+        grads = [g.mul_(s) for g in u]
+        if gathered is None:
+            for g, o in zip(grads, own):
+                g += o
+        return None, grad_scale, *grads, *([] if gathered is None else [grad_gathered])
+
+
+def _weighted_bias(plan: TilePlan, grad_sums: Tensor, lse: dict[int, Tensor]) -> dict[int, tuple[Tensor, Tensor | None]]:
+    """Per direction: (bias, weight) such that ``weight * exp(logit + bias)`` is the row's upstream gradient times its
+    softmax. With a non-negative upstream gradient (the usual case) the weight is folded into the bias (log w - lse,
+    -inf for rows that are not valid: exp gives an exact 0) and ``weight`` is None."""
+    positive = bool((grad_sums >= 0).all())
+    out = {}
+    for i, (p, _, _) in enumerate(plan.directions):
+        if i not in lse:
+            continue
+        w = torch.where(plan.row_weight_mask[p], grad_sums[p], 0)
+        if positive:
+            out[i] = ((w.log() - lse[i])[:, None], None)
+        else:
+            out[i] = (-lse[i][:, None], w[:, None])
+    return out
+
+
+def _columns(plan: TilePlan, packed: Tensor, k: int) -> Block:
+    """Views of block ``k`` of a packed (B, M * D) tensor, one (b, D) per modality."""
+    d, lo = plan.dim, k * plan.block
+    return [packed[lo:lo + plan.block, m * d:(m + 1) * d] for m in range(plan.n_mod)]
+
+
+def _blocks(plan: TilePlan, feats: list[Tensor], gathered: Tensor | None):
+    """Yield (block index, block) for every column block; the ring form receives the next block while the caller
+    computes on the one yielded."""
+    if gathered is not None:
+        for k in range(plan.world):
+            yield k, _columns(plan, gathered, k)
+        return
+    world, rank = plan.world, plan.rank
+    cur = [f.contiguous() for f in feats]
+    for t in range(world):
+        works, nxt = [], None
+        if t < world - 1:
+            nxt = [torch.empty_like(c) for c in cur]
+            works = _exchange(cur, nxt, rank, world, _BLOCK_TAG)
+        yield (rank - t) % world, cur
+        _wait(works)
+        if nxt is not None:
+            cur = nxt
+
+
+def _exchange(send: Block, recv: Block, rank: int, world: int, tag: int) -> list:
+    """Post the sends of ``send`` to the next rank and the receives into ``recv`` from the previous one."""
+    ops = [dist.P2POp(dist.isend, x, (rank + 1) % world, tag=tag) for x in send]
+    ops += [dist.P2POp(dist.irecv, x, (rank - 1) % world, tag=tag) for x in recv]
+    return dist.batch_isend_irecv(ops)
+
+
+def _wait(works: list) -> None:
+    for w in works:
+        w.wait()
+
+
+def _row_chunk(plan: TilePlan, feats: list[Tensor], a: int, r0: int, r1: int) -> Tensor:
+    """Rows r0:r1 of modality ``a``, zero where the sample lacks it (so nothing of an absent embedding is read)."""
+    rows = feats[a][r0:r1]
+    return rows if plan.present_all[a] else torch.where(plan.row_present[r0:r1, a, None], rows, 0)
+
+
+def _tile_work(plan: TilePlan, k: int, lse_keys) -> list:
+    """(row tile, row modality, [(direction, column modality, pair, [column tiles])]) for block ``k``."""
+    work = []
+    col_tiles = plan.col_tiles()
+    for r0, r1 in plan.row_tiles():
+        by_row: dict[int, list] = {}
+        for i, (p, a, c) in enumerate(plan.directions):
+            if i not in lse_keys:
+                continue
+            tiles = [(t, c0, c1) for t, (c0, c1) in enumerate(col_tiles) if plan.tile_any[k][t][p]]
+            if tiles:
+                by_row.setdefault(a, []).append((i, c, p, tiles))
+        work += [((r0, r1), a, dirs) for a, dirs in by_row.items()]
+    return work
+
+
+def _forward_block(plan: TilePlan, s: float, feats: list[Tensor], block: Block, k: int,
+                   lse: dict[int, Tensor]) -> None:
+    """Merge the log-sum-exps of every tile of column block ``k`` into the running row LSEs."""
+    base = k * plan.block
+    for (r0, r1), a, dirs in _tile_work(plan, k, lse):
+        rows = _row_chunk(plan, feats, a, r0, r1)
+        for i, c, p, tiles in dirs:
+            for t, c0, c1 in tiles:
+                logits = torch.mm(rows, block[c][c0:c1].T).mul_(s)
+                if not plan.tile_all[k][t][p]:
+                    logits.masked_fill_(~plan.col_valid[p, base + c0:base + c1], -math.inf)
+                top = logits.amax(1, keepdim=True)  # finite: the tile has a valid column
+                tile_lse = logits.sub_(top).exp_().sum(1).log_().add_(top.squeeze(1))
+                torch.logaddexp(lse[i][r0:r1], tile_lse, out=lse[i][r0:r1])
+
+
+def _backward_block(plan: TilePlan, s: float, feats: list[Tensor], block: Block, k: int,
+                    bias: dict[int, tuple[Tensor, Tensor | None]], u: list[Tensor], grad_block: Block) -> None:
+    """Recompute the softmax of every tile of block ``k``; accumulate the scaled rows' gradient into ``u`` and the
+    block's column gradient into ``grad_block``."""
+    base = k * plan.block
+    for (r0, r1), a, dirs in _tile_work(plan, k, bias):
+        rows = _row_chunk(plan, feats, a, r0, r1)
+        for i, c, p, tiles in dirs:
+            shift, weight = bias[i]
+            for t, c0, c1 in tiles:
+                cols = block[c][c0:c1]
+                prob = torch.addmm(shift[r0:r1], rows, cols.T, alpha=s)  # s * logits - lse (+ log weight)
+                if not plan.tile_all[k][t][p]:
+                    prob.masked_fill_(~plan.col_valid[p, base + c0:base + c1], -math.inf)
+                prob.exp_()
+                if weight is not None:
+                    prob.mul_(weight[r0:r1])
+                u[a][r0:r1].addmm_(prob, cols)
+                grad_block[c][c0:c1].addmm_(prob.T, rows, alpha=s)
+
+
+def _ring_backward(plan: TilePlan, s: float, feats: list[Tensor], bias: dict[int, tuple[Tensor, Tensor | None]],
+                   u: list[Tensor]) -> Block:
+    """Blocks go round again, each followed by the gradient of its columns; returns this rank's own block's column
+    gradient, summed over all ranks."""
+    world, rank = plan.world, plan.rank
+    zeros = lambda: [torch.zeros_like(f) for f in feats]  # noqa: E731
+    mine = zeros()  # this rank's contribution to the gradient of the block it holds
+    incoming: Block | None = None  # the sum of the previous ranks' contributions to that block, arriving
+    outgoing: Block | None = None  # the sum sent on at the previous step, leaving
+    grad_works: list = []
+    for k, block in _blocks(plan, feats, None):
+        _backward_block(plan, s, feats, block, k, bias, u, mine)
+        if world == 1:
+            return mine
+        _wait(grad_works)  # the previous step's gradient send and receive are complete
+        if incoming is not None:
+            for x, y in zip(mine, incoming):
+                x += y  # contributions of the ranks that held block k before this one, then ours
+        outgoing, mine = mine, outgoing
+        if mine is None:
+            mine = zeros()
+        else:
+            for x in mine:
+                x.zero_()
+        incoming = incoming if incoming is not None else [torch.empty_like(f) for f in feats]
+        grad_works = _exchange(outgoing, incoming, rank, world, _GRAD_TAG)
+    _wait(grad_works)
+    assert incoming is not None
+    return incoming
