@@ -20,6 +20,7 @@ from mujo import storage
 from mujo.config import PreprocessConfig
 from mujo.data.clips import RawClip, clips_to_table, rows_to_clips
 from mujo.pipelines.preprocess import PROGRESS, QuarantineExceeded, preprocess
+from mujo.run import Manifest
 from mujo.schema import WINDOW, read_shard, table_to_batch
 
 pytestmark = [pytest.mark.ray, pytest.mark.s3]
@@ -110,8 +111,8 @@ def corpus(ray_session, s3_root):
     return {"root": root, "raw": raw, "parts": parts, "manifest": manifest, "seconds": time.time() - t0}
 
 
-def shard_batch(manifest: dict, split: str) -> dict[str, np.ndarray]:
-    tables = [table_to_batch(read_shard(u)) for u in manifest["shards"][split]]
+def shard_batch(manifest: Manifest, split: str) -> dict[str, np.ndarray]:
+    tables = [table_to_batch(read_shard(u)) for u in manifest.shards[split]]
     return {k: np.concatenate([t[k] for t in tables]) for k in tables[0]}
 
 
@@ -122,11 +123,11 @@ def clip_rows(batch: dict, clip_id: str) -> dict[str, np.ndarray]:
 
 
 def test_quarantine_names_every_bad_input(corpus):
-    q = corpus["manifest"]["quarantine"]
+    q = corpus["manifest"].quarantine
     parts = corpus["parts"]
-    by_clip = {e["clip_id"]: e for e in q["entries"] if e["clip_id"]}
-    by_file = {e["file"]: e for e in q["entries"] if e["clip_id"] is None}
-    assert q["count"] == 8 and q["files"] == 3 and len(by_clip) == 5, q
+    by_clip = {e.clip_id: e for e in q.entries if e.clip_id}
+    by_file = {e.file: e for e in q.entries if e.clip_id is None}
+    assert q.count == 8 and q.files == 3 and len(by_clip) == 5, q
     expected = {  # clip -> (file, words of the reason)
         "nan-run": ("part-00000", ["acc", "20 frame(s) with NaN or infinite", "frame 100"]),
         "bad-shape": ("part-00000", ["pose", "wrong shape", "(400, 17, 2)"]),
@@ -135,22 +136,22 @@ def test_quarantine_names_every_bad_input(corpus):
         "too-short": ("part-00001", ["too short", "2.00 s"]),
     }
     for clip_id, (part, words) in expected.items():
-        assert by_clip[clip_id]["file"] == parts[part] and by_clip[clip_id]["dataset"] == DATASET
-        assert all(w in by_clip[clip_id]["reason"] for w in words), by_clip[clip_id]
-    assert "unreadable Parquet file" in by_file[parts["part-00004"]]["reason"]
-    assert "missing required column(s)" in by_file[parts["part-00005"]]["reason"]
-    assert all(f"'{s}'" in by_file[parts["part-00005"]]["reason"] for s in ("pose", "acc", "video"))
-    assert "'label_text', 'activity'" in by_file[parts["part-00006"]]["reason"]
-    assert by_file[parts["part-00005"]]["clips"] == 2 and by_file[parts["part-00006"]]["clips"] == 1
+        assert by_clip[clip_id].file == parts[part] and by_clip[clip_id].dataset == DATASET
+        assert all(w in by_clip[clip_id].reason for w in words), by_clip[clip_id]
+    assert "unreadable Parquet file" in by_file[parts["part-00004"]].reason
+    assert "missing required column(s)" in by_file[parts["part-00005"]].reason
+    assert all(f"'{s}'" in by_file[parts["part-00005"]].reason for s in ("pose", "acc", "video"))
+    assert "'label_text', 'activity'" in by_file[parts["part-00006"]].reason
+    assert by_file[parts["part-00005"]].clips == 2 and by_file[parts["part-00006"]].clips == 1
     # 5 clips + 2 + 1 in readable files + the truncated file's 2 (17 in the card, 15 readable)
-    assert q["clips"] == 10 and q["share"] == round(10 / 17, 4)
-    assert corpus["manifest"]["progress"] == {"files": 7, "processed": 4, "reused": 0, "quarantined_files": 3}
+    assert q.clips == 10 and q.share == round(10 / 17, 4)
+    assert corpus["manifest"].progress == {"files": 7, "processed": 4, "reused": 0, "quarantined_files": 3}
 
 
 def test_windows_shapes_counts_and_known_values(corpus):
     m = corpus["manifest"]
-    assert m["rows"] == {"test": 4, "train": 4 + 4 + 6 + 5, "val": 8}, m["rows"]
-    assert m["counts"]["train"] == {"squats": 15, "walking": 4}
+    assert m.rows == {"test": 4, "train": 4 + 4 + 6 + 5, "val": 8}, m.rows
+    assert m.counts["train"] == {"squats": 15, "walking": 4}
     train = shard_batch(m, "train")
     assert train["acc"].shape[1:] == (WINDOW, 6) and train["pose"].shape[1:] == (WINDOW, 17, 3)
     assert train["video"].shape[1:] == (VIDEO_DIM,) and train["text_emb"].shape[1:] == (384,)
@@ -189,12 +190,12 @@ def test_stats_come_from_train_only(corpus):
     m = corpus["manifest"]
     train, val = shard_batch(m, "train"), shard_batch(m, "val")
     acc = train["acc"][train["has_acc"]].reshape(-1, 6).astype(np.float64)
-    np.testing.assert_allclose(m["stats"]["acc"]["mean"], acc.mean(0), rtol=1e-6)
-    np.testing.assert_allclose(m["stats"]["acc"]["std"], acc.std(0), rtol=1e-5)
-    assert m["stats"]["acc"]["count"] == len(acc)
+    np.testing.assert_allclose(m.stats["acc"].mean, acc.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(m.stats["acc"].std, acc.std(0), rtol=1e-5)
+    assert m.stats["acc"].count == len(acc)
     video = train["video"][train["has_video"]].astype(np.float64)
-    np.testing.assert_allclose(m["stats"]["video"]["mean"], video.mean(0), rtol=1e-5, atol=1e-6)
-    assert val["acc"].mean() > 100 and np.abs(m["stats"]["acc"]["mean"]).max() < 10  # val is nowhere in it
+    np.testing.assert_allclose(m.stats["video"].mean, video.mean(0), rtol=1e-5, atol=1e-6)
+    assert val["acc"].mean() > 100 and np.abs(m.stats["acc"].mean).max() < 10  # val is nowhere in it
 
 
 def test_old_raw_files_without_timestamps_still_read(corpus):
@@ -203,7 +204,7 @@ def test_old_raw_files_without_timestamps_still_read(corpus):
     assert "acc_t" not in table.column_names
     clips = rows_to_clips(table.to_pydict())
     assert clips[0].acc_t is None and clips[0].acc.shape == (400, 6)
-    assert corpus["manifest"]["counts"]["val"] == {"squats": 4, "walking": 4}
+    assert corpus["manifest"].counts["val"] == {"squats": 4, "walking": 4}
 
 
 def test_too_much_quarantine_fails_with_a_clear_message(corpus):
@@ -301,7 +302,7 @@ def test_resumed_run_writes_the_same_shards(corpus):
     rm(b + part1)  # interrupted after part-00001's shard, before its progress record
     manifest = preprocess({DATASET: VIDEO_DIM}, storage.join(corpus["root"], "b"), CFG,
                           raw_uris={DATASET: corpus["raw"]})[DATASET]
-    assert manifest["progress"] == {"files": 7, "processed": 2, "reused": 2, "quarantined_files": 3}
+    assert manifest.progress == {"files": 7, "processed": 2, "reused": 2, "quarantined_files": 3}
 
     def files(root: str) -> dict[str, bytes]:
         return {u[len(root):]: storage.read_bytes(u) for u in storage.list_files(root, ".parquet")}
@@ -311,10 +312,10 @@ def test_resumed_run_writes_the_same_shards(corpus):
     assert all(got[k] == want[k] for k in want)  # byte for byte
     first = corpus["manifest"]
 
-    def comparable(m: dict, root: str) -> dict:
-        m = {k: v for k, v in m.items() if k not in ("seconds", "progress")}
-        m["shards"] = {s: [u[len(root):] for u in us] for s, us in m["shards"].items()}
-        return m
+    def comparable(m: Manifest, root: str) -> dict:
+        doc = m.model_dump(exclude={"seconds", "progress"})
+        doc["shards"] = {s: [u[len(root):] for u in us] for s, us in m.shards.items()}
+        return doc
 
     assert comparable(manifest, b) == comparable(first, a)
 
