@@ -1,4 +1,4 @@
-"""The pretraining step without Ray: it learns, and the gradient-cache mode makes the same update as the plain one."""
+"""The pretraining step (mujo.train.trainer.train_step) without Ray: it learns, and the gradient-cache mode makes the same update as the plain one."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from mujo.config import load_config
 from mujo.losses import MuJoLoss
 from mujo.models import build_model
-from mujo.train.pretrain import lr_lambda, train_step
+from mujo.train.trainer import lr_lambda, train_step
 
 
 def batch(n: int = 12, seed: int = 0) -> dict[str, torch.Tensor]:
