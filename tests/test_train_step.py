@@ -1,15 +1,26 @@
-"""The pretraining step (mujo.train.trainer.train_step) without Ray: it learns, and the gradient-cache mode makes the same update as the plain one."""
+"""The pretraining step (``mujo.train.trainer.train_step``) without Ray: it learns, and the gradient-cache mode makes
+the same update as the plain one."""
 
 from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
 from mujo.config import load_config
 from mujo.losses import MuJoLoss
 from mujo.models import build_model
 from mujo.train.trainer import lr_lambda, train_step
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small matrices: one intra-op thread is fastest, and far faster than many on a loaded shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def batch(n: int = 12, seed: int = 0) -> dict[str, torch.Tensor]:
