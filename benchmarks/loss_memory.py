@@ -1,9 +1,11 @@
-"""Peak memory and time of the MuJo loss forward+backward: distributed local form vs naive full-matrix form.
+"""Peak memory and time per rank of the MuJo loss forward+backward: naive, local, tiled and tiled + ring forms.
 
-For every world size W in ``--worlds`` and both forms, W fresh processes (one per rank) each hold b = B / W random
-L2-normalised embeddings per modality (leaf tensors that require grad, like a model's outputs) and a learnable
-log-scale, join a process group (gloo on CPU, NCCL on CUDA) and run one ``MuJoLoss`` forward+backward over all
-C(M, 2) pairs.
+For every world size W in ``--worlds``, global batch B in ``--batches`` and form in ``--forms`` (``naive``: the full
+B x B matrices on every rank; ``local``: this rank's b = B / W rows against all B columns, b x B matrices; ``tiled``:
+the same rows tile by tile, no b x B matrix kept, columns all-gathered; ``tiled+ring``: tiled, the columns passed
+rank to rank in blocks of b), W fresh processes (one per rank) each hold b random L2-normalised embeddings per
+modality (leaf tensors that require grad, like a model's outputs) and a learnable log-scale, join a process group
+(gloo on CPU, NCCL on CUDA) and run one ``MuJoLoss`` forward+backward over all C(M, 2) pairs.
 
 Each rank first runs the same step on a tiny batch (16 samples), so one-time initialisation (BLAS workspaces,
 collective buffers) is not counted as the loss's memory or time, then creates its inputs and measures one step.
@@ -16,14 +18,18 @@ Memory per rank:
   minus the baseline is used instead, which over-reports if an earlier moment of the process was higher.
 * CUDA: ``torch.cuda.max_memory_allocated()`` after ``reset_peak_memory_stats()``, minus the baseline allocation.
 
-The reported figure is the largest over ranks; time is the largest per-rank wall time of the step (on CPU the ranks
-share the machine's cores, ``cores // W`` threads each, so times at W > 1 are not a scaling measurement). The
-``loss`` column is the mean over ranks, equal for both forms.
+The reported figure is the largest over ranks; ``time s`` is the largest per-rank wall time of the step and ``CPU s``
+the CPU time of all ranks together (on CPU the ranks share the machine's cores, ``cores // W`` threads each, so
+times at W > 1 are not a scaling measurement, and on a shared machine the CPU time is the steadier comparison). The
+``loss`` column is the mean over ranks, equal for every form.
 
-If the naive form at some W would not fit in the machine's available memory (estimate below), that W computes its
-pairs one at a time (forward+backward per pair, gradients accumulated) in *both* forms, and the table says so.
+A configuration whose estimated memory (:func:`estimate_bytes`) exceeds 90 % of the available memory is skipped.
+From the measured points at the largest W the script projects, per form, the largest global batch whose ranks fit
+this machine's 24 GiB (W ranks, each with its process and inputs) and 8 GPUs of 80 GB (:class:`Fit`): projections,
+not measurements. The last lines compare the forms against the goals of the tiled form.
 
-Usage: ``python benchmarks/loss_memory.py [--batch 8192] [--dim 1280] [--worlds 1,2,4] [--device cpu|cuda]``
+Usage: ``python benchmarks/loss_memory.py [--batches 4096,8192,16384] [--worlds 4] [--forms naive,local,tiled,
+tiled+ring] [--tile N] [--dim 1280] [--device cpu|cuda]``
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -47,7 +54,13 @@ import torch.nn.functional as F
 from mujo.losses import MODALITIES, MuJoLoss, modality_pairs
 
 MIB = 2**20
-GOAL_FACTOR = 1.2  # goal: local per-rank peak <= GOAL_FACTOR / W of the naive one
+FORMS_MEASURED = ("naive", "local", "tiled", "tiled+ring")
+DEFAULT_TILED_FORM = "tiled+ring"  # the tiled form the last two lines are about: pretraining's default
+TIME_GOAL = 1.3  # goal: tiled step time <= TIME_GOAL x the local form's at B = 8192
+GROWTH_GOAL = 2.2  # goal: tiled per-rank peak at B = 16384 <= GROWTH_GOAL x the one at 8192 (linear in b)
+RATIO_GOAL = 0.15  # goal: tiled per-rank peak <= RATIO_GOAL x the local form's at W = 4, B = 16384
+CPU_BUDGET_GIB = 24  # projection: this machine's memory, all ranks together
+GPUS, GPU_MEMORY_BYTES = 8, 80e9  # projection: 8 GPUs of 80 GB
 MEMORY_HEADROOM = 0.9  # use at most this fraction of the available memory
 PROCESS_OVERHEAD = 300 * MIB  # resident size of a rank before its inputs: interpreter, torch, process group (~270 MiB)
 WARMUP_LOCAL_BATCH = 16  # samples per rank of the warm-up step
@@ -60,9 +73,9 @@ class Config:
     batch: int
     dim: int
     world: int
-    local_loss: bool
-    pairwise: bool
+    form: str  # naive, local, tiled, tiled+ring
     device: str
+    tile: int | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,7 @@ class RankResult:
 
     peak_bytes: int
     seconds: float
+    cpu_seconds: float  # CPU time of the rank's process during the step (all its threads)
     loss: float  # mean of the per-rank losses (equal to the single-process loss)
     method: str
 
@@ -99,18 +113,11 @@ def _reset_peak_rss() -> bool:
 
 
 def _step(cfg: Config, feats: dict[str, torch.Tensor], log_scale: torch.Tensor) -> torch.Tensor:
-    """One loss forward+backward over all pairs (or pair by pair); returns the detached loss."""
-    if not cfg.pairwise:
-        out = MuJoLoss(local_loss=cfg.local_loss)(feats, None, log_scale.exp())
-        out.loss.backward()
-        return out.loss.detach()
-    pairs = modality_pairs(MODALITIES)
-    total = torch.zeros((), device=log_scale.device)
-    for a, c in pairs:
-        out = MuJoLoss(modalities=(a, c), local_loss=cfg.local_loss)({a: feats[a], c: feats[c]}, None, log_scale.exp())
-        (out.loss / len(pairs)).backward()
-        total += out.loss.detach() / len(pairs)
-    return total
+    """One loss forward+backward over all pairs; returns the detached loss."""
+    loss_fn = MuJoLoss(impl=cfg.form.split("+")[0], ring=cfg.form == "tiled+ring", tile_size=cfg.tile)
+    out = loss_fn(feats, None, log_scale.exp())
+    out.loss.backward()
+    return out.loss.detach()
 
 
 def _features(batch: int, dim: int, gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
@@ -153,11 +160,11 @@ def _rank_main(rank: int, cfg: Config, port: int, out_dir: str) -> None:
     else:
         baseline = _rss_bytes("VmRSS")
         method = "VmHWM (reset) - VmRSS" if _reset_peak_rss() else "ru_maxrss - VmRSS"
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     loss = _step(cfg, feats, log_scale)
     if cuda:
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     if cuda:
         peak = torch.cuda.max_memory_allocated() - baseline
     elif method.startswith("VmHWM"):
@@ -166,7 +173,8 @@ def _rank_main(rank: int, cfg: Config, port: int, out_dir: str) -> None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
 
     dist.all_reduce(loss)
-    result = RankResult(peak_bytes=peak, seconds=seconds, loss=loss.item() / cfg.world, method=method)
+    result = RankResult(peak_bytes=peak, seconds=seconds, cpu_seconds=cpu_seconds, loss=loss.item() / cfg.world,
+                        method=method)
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(asdict(result)))
     dist.destroy_process_group()
 
@@ -178,14 +186,22 @@ def run_config(cfg: Config) -> list[RankResult]:
         return [RankResult(**json.loads(Path(out_dir, f"rank{r}.json").read_text())) for r in range(cfg.world)]
 
 
-def naive_estimate_bytes(batch: int, world: int, dim: int, element_size: int) -> int:
-    """Per-rank peak of the naive form with all pairs at once, from its tensors: two saved B x B log-softmax outputs
-    per pair, two transient B x B gradients, the gathered features and the scaled anchors (B x M*D each), the
-    inputs and their gradients (b x M*D each), plus the process itself (interpreter, torch, process group)."""
+def estimate_bytes(form: str, batch: int, world: int, dim: int, element_size: int = 4) -> int:
+    """Rough per-rank peak of a form with all pairs at once, from its largest tensors, plus the process itself
+    (interpreter, torch, process group); used only to skip what cannot fit. Naive: two saved B x B log-softmax
+    outputs per pair and two transient B x B gradients; local: the same with b x B; both: the gathered features
+    and scaled anchors. Tiled: the gathered features and their gradient; ring: six b x M*D blocks."""
     pairs = len(modality_pairs(MODALITIES))
     width = len(MODALITIES) * dim
-    tensors = 2 * pairs * batch**2 + 2 * batch**2 + 2 * batch * width + 2 * (batch // world) * width
-    return element_size * tensors + PROCESS_OVERHEAD
+    b = batch // world
+    inputs = 2 * b * width
+    tensors = {
+        "naive": 2 * pairs * batch**2 + 2 * batch**2 + 2 * batch * width,
+        "local": 2 * pairs * b * batch + 2 * b * batch + 2 * batch * width,
+        "tiled": 3 * batch * width + 4 * b * width,
+        "tiled+ring": 8 * b * width,
+    }[form]
+    return element_size * (tensors + inputs) + PROCESS_OVERHEAD
 
 
 def available_bytes() -> int:
@@ -196,53 +212,131 @@ def available_bytes() -> int:
     raise RuntimeError("MemAvailable not in /proc/meminfo")
 
 
+@dataclass(frozen=True)
+class Fit:
+    """A form's loss peak per rank, bytes = alpha + beta * linear(B, W) + gamma * quadratic(B, W).
+
+    Least-squares fit through the measured points at one W, in the variables each form's tensors scale with, so that
+    it carries over to another W: naive: B and B^2 (every rank holds B x B matrices); local: B (the gathered
+    features) and b * B (the logits of its b rows); tiled: B alone (the gathered features and their gradient; its
+    b-sized buffers are counted with them, which over-states it at larger W); tiled+ring: b alone (nothing of size
+    B, the logits are tiles of fixed size)."""
+
+    form: str
+    alpha: float
+    beta: float
+    gamma: float
+
+    @staticmethod
+    def terms(form: str, batch: int, world: int) -> tuple[float, ...]:
+        """The variables besides the constant: naive B, B^2; local B, b*B; tiled B; tiled+ring b."""
+        b = batch / world
+        return {"naive": (batch, batch**2), "local": (batch, b * batch), "tiled": (batch,), "tiled+ring": (b,)}[form]
+
+    @classmethod
+    def through(cls, points: dict[int, int], form: str, world: int) -> Fit:
+        a = np.array([[1.0, *cls.terms(form, batch, world)] for batch in sorted(points)])
+        y = np.array([float(points[batch]) for batch in sorted(points)])
+        coef = [float(c) for c in np.linalg.lstsq(a, y, rcond=None)[0]] + [0.0]
+        return cls(form, coef[0], coef[1], coef[2])
+
+    def rank_bytes(self, batch: int, world: int, width: int, per_process: int) -> float:
+        linear, quadratic = (*self.terms(self.form, batch, world), 0.0)[:2]
+        inputs = 2 * (batch // world) * width * 4  # embeddings and their gradients, float32
+        return per_process + inputs + max(0.0, self.alpha + self.beta * linear + self.gamma * quadratic)
+
+    def largest_batch(self, world: int, width: int, budget: float, per_process: int) -> int:
+        """Largest multiple of ``world`` whose ``world`` ranks fit ``budget`` (doubling, then bisection)."""
+        def fits(batch: int) -> bool:
+            return world * self.rank_bytes(batch, world, width, per_process) <= budget
+
+        if not fits(world):
+            return 0
+        hi = world
+        while fits(hi) and hi < 2**40:
+            hi *= 2
+        lo = hi // 2
+        while hi - lo > world:
+            mid = (lo + hi) // 2 // world * world
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+        return lo
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, default=8192, help="global batch B")
+    parser.add_argument("--batches", default="4096,8192,16384", help="comma-separated global batches B")
     parser.add_argument("--dim", type=int, default=1280, help="embedding size D")
-    parser.add_argument("--worlds", default="1,2,4", help="comma-separated world sizes W")
+    parser.add_argument("--worlds", default="4", help="comma-separated world sizes W")
+    parser.add_argument("--forms", default=",".join(FORMS_MEASURED), help="comma-separated forms to measure")
+    parser.add_argument("--tile", type=int, default=None, help="tile edge of the tiled forms (default per device)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args()
+    batches = sorted({int(x) for x in args.batches.split(",")})
     worlds = sorted({int(w) for w in args.worlds.split(",")})
-    if any(args.batch % w for w in worlds):
-        parser.error(f"--batch {args.batch} must be divisible by every world size {worlds}")
+    forms = [f for f in FORMS_MEASURED if f in args.forms.split(",")]
+    unknown = set(args.forms.split(",")) - set(FORMS_MEASURED)
+    if unknown:
+        parser.error(f"unknown forms {sorted(unknown)}; expected some of {FORMS_MEASURED}")
+    if any(batch % w for batch in batches for w in worlds):
+        parser.error(f"every batch {batches} must be divisible by every world size {worlds}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device available")
 
-    print(f"loss forward+backward, B={args.batch}, D={args.dim}, M={len(MODALITIES)} "
-          f"({len(modality_pairs(MODALITIES))} pairs), float32, device={args.device}, "
-          f"{os.cpu_count()} CPU cores")
-    print(f"{'W':>2}  {'form':<5}  {'pairs':<11}  {'per-rank peak MiB':>17}  {'time s':>7}  {'loss':>8}")
-    rows: dict[tuple[int, str], RankResult] = {}
+    print(f"loss forward+backward, D={args.dim}, M={len(MODALITIES)} ({len(modality_pairs(MODALITIES))} pairs), "
+          f"float32, device={args.device}, {os.cpu_count()} CPU cores, tile={args.tile or 'default'}")
+    print(f"{'W':>2}  {'B':>6}  {'form':<10}  {'per-rank peak MiB':>17}  {'time s':>7}  {'CPU s':>7}  {'loss':>8}")
+    rows: dict[tuple[int, int, str], RankResult] = {}
     for world in worlds:
         if args.device == "cuda" and torch.cuda.device_count() < world:
             print(f"W={world}: skipped, only {torch.cuda.device_count()} CUDA devices")
             continue
-        pairwise = False
-        if args.device == "cpu":
-            need = world * naive_estimate_bytes(args.batch, world, args.dim, 4)
-            pairwise = need > MEMORY_HEADROOM * available_bytes()
-            if pairwise:
-                print(f"W={world}: naive all-pairs estimate {need / 2**30:.1f} GiB exceeds "
-                      f"{MEMORY_HEADROOM:.0%} of available memory; both forms compute pairs one at a time")
-        for local_loss in (True, False):
-            results = run_config(Config(args.batch, args.dim, world, local_loss, pairwise, args.device))
-            form = "local" if local_loss else "naive"
-            row = RankResult(
-                peak_bytes=max(r.peak_bytes for r in results),
-                seconds=max(r.seconds for r in results),
-                loss=results[0].loss,
-                method=results[0].method,
-            )
-            rows[world, form] = row
-            print(f"{world:>2}  {form:<5}  {'one by one' if pairwise else 'all at once':<11}  "
-                  f"{row.peak_bytes / MIB:>17.0f}  {row.seconds:>7.1f}  {row.loss:>8.4f}", flush=True)
+        for batch in batches:
+            for form in forms:
+                if args.device == "cpu":
+                    need = world * estimate_bytes(form, batch, world, args.dim)
+                    if need > MEMORY_HEADROOM * available_bytes():
+                        print(f"{world:>2}  {batch:>6}  {form:<10}  skipped: estimated {need / 2**30:.1f} GiB for "
+                              f"{world} ranks, more than {MEMORY_HEADROOM:.0%} of the available memory", flush=True)
+                        continue
+                results = run_config(Config(batch, args.dim, world, form, args.device, args.tile))
+                row = RankResult(
+                    peak_bytes=max(r.peak_bytes for r in results),
+                    seconds=max(r.seconds for r in results),
+                    cpu_seconds=sum(r.cpu_seconds for r in results),
+                    loss=results[0].loss,
+                    method=results[0].method,
+                )
+                rows[world, batch, form] = row
+                print(f"{world:>2}  {batch:>6}  {form:<10}  {row.peak_bytes / MIB:>17.0f}  {row.seconds:>7.1f}  "
+                      f"{row.cpu_seconds:>7.1f}  {row.loss:>8.4f}", flush=True)
     if not rows:
         return
-    largest = max(w for w, _ in rows)
-    ratio = rows[largest, "local"].peak_bytes / rows[largest, "naive"].peak_bytes
-    print(f"memory method: {rows[largest, 'local'].method}")
-    print(f"per-rank memory ratio local/naive at W={largest}: {ratio:.2f} (goal <= {GOAL_FACTOR / largest:.2f})")
+    print(f"memory method: {next(iter(rows.values())).method}")
+    world = max(w for w, _, _ in rows)
+    width = len(MODALITIES) * args.dim
+    print(f"projected largest global batch (loss peak fitted per form at W={world}; not measured at that size):")
+    for form in forms:
+        points = {batch: r.peak_bytes for (w, batch, f), r in rows.items() if w == world and f == form}
+        if len(points) < 2:
+            continue
+        fit = Fit.through(points, form, world)
+        cpu = fit.largest_batch(world, width, budget=CPU_BUDGET_GIB * 2**30, per_process=PROCESS_OVERHEAD)
+        gpu = fit.largest_batch(GPUS, width, budget=GPUS * GPU_MEMORY_BYTES, per_process=0)
+        print(f"  {form:<10}  {world} ranks in {CPU_BUDGET_GIB} GiB: B ~ {cpu:>9,}    "
+              f"{GPUS} GPUs of {GPU_MEMORY_BYTES / 1e9:.0f} GB: B ~ {gpu:>11,}")
+    default = DEFAULT_TILED_FORM
+    if (world, 8192, "tiled") in rows and (world, 8192, "local") in rows:
+        for form in ("tiled", "tiled+ring"):
+            if (world, 8192, form) in rows:
+                ratio = rows[world, 8192, form].seconds / rows[world, 8192, "local"].seconds
+                cpu = rows[world, 8192, form].cpu_seconds / rows[world, 8192, "local"].cpu_seconds
+                print(f"time {form}/local at W={world}, B=8192: {ratio:.2f} wall, {cpu:.2f} CPU (goal <= {TIME_GOAL})")
+    if (world, 8192, default) in rows and (world, 16384, default) in rows:
+        growth = rows[world, 16384, default].peak_bytes / rows[world, 8192, default].peak_bytes
+        print(f"memory growth tiled B=8192->16384: {growth:.2f} (goal <= {GROWTH_GOAL})")
+    if (world, 16384, default) in rows and (world, 16384, "local") in rows:
+        ratio = rows[world, 16384, default].peak_bytes / rows[world, 16384, "local"].peak_bytes
+        print(f"per-rank memory tiled/local at W={world}, B=16384: {ratio:.2f} (goal <= {RATIO_GOAL})")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from _dist import run_distributed
-from mujo.losses import DEFAULT_TILE, IMPLS, MODALITIES, MuJoLoss, default_tile_size, modality_pairs
+from mujo.losses import DEFAULT_TILE, IMPLS, MODALITIES, MuJoLoss, PeakMemory, default_tile_size, modality_pairs
 from test_losses import (
     EMBED_DIM,
     LOCAL_BATCH,
@@ -169,6 +169,19 @@ def test_constructor_validates_impl() -> None:
 def test_default_tile_size() -> None:
     assert default_tile_size(torch.device("cpu")) == DEFAULT_TILE["cpu"]
     assert default_tile_size(torch.device("cuda", 0)) == DEFAULT_TILE["cuda"]
+
+
+def test_peak_memory_sees_a_step_allocation() -> None:
+    with PeakMemory("cpu") as small:
+        torch.zeros(1024).add_(1)
+    with PeakMemory("cpu") as peak:
+        x = torch.ones(16 * 2**20 // 4)  # 16 MiB, touched, then freed
+        del x
+    if peak.bytes is None:  # no /proc (not Linux): nothing measured, nothing reported
+        assert peak.metrics() == {}
+        return
+    assert small.bytes is not None and small.bytes < 8 * 2**20
+    assert peak.bytes >= 15 * 2**20 and peak.metrics()["memory/step_peak_mib"] >= 15
 
 
 # ------------------------------------------------------------------------------------------------- distributed

@@ -1,5 +1,6 @@
-"""The MuJo contrastive loss (:mod:`mujo.losses.infonce`) and its tiled / ring-exchanged form
-(:mod:`mujo.losses.tiled`); everything is re-exported here, so ``from mujo.losses import MuJoLoss`` keeps working."""
+"""The MuJo contrastive loss (:mod:`mujo.losses.infonce`), its tiled / ring-exchanged form (:mod:`mujo.losses.tiled`)
+and the peak-memory probe that reports what a step cost (:mod:`mujo.losses.memory`); everything is re-exported here,
+so ``from mujo.losses import MuJoLoss`` keeps working."""
 
 from mujo.losses.infonce import (
     FORMS,
@@ -13,6 +14,7 @@ from mujo.losses.infonce import (
     modality_pairs,
     pair_key,
 )
+from mujo.losses.memory import PeakMemory
 from mujo.losses.tiled import DEFAULT_TILE, default_tile_size
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "MODALITIES",
     "LossOutput",
     "MuJoLoss",
+    "PeakMemory",
     "clamp_logit_scale_",
     "default_tile_size",
     "gather_features",

@@ -19,7 +19,11 @@ one collective, with gradients flowing through the gather (``torch.distributed.n
 default *local* form a rank computes only its own b rows of every similarity matrix against all B columns (labels
 ``arange(b) + b * rank``), in both directions, so its logits cost O(b * B) per pair; the *naive* form
 (``local_loss=False``) computes the full B x B matrices on every rank (O(B^2)) and is kept to measure that
-difference (``benchmarks/loss_memory.py``).
+difference (``benchmarks/loss_memory.py``). The *tiled* form (``impl="tiled"``, :mod:`mujo.losses.tiled`) computes
+the same rows as the local form but never holds a b x B matrix: the row log-sum-exps are accumulated tile by tile
+and the backward recomputes each tile from them, so its logits cost O(b * tile); with ``ring=True`` the columns
+travel between ranks in blocks of b instead of being all-gathered, and a rank holds O(b * M * D) in all. It returns
+the local form's values and gradients (same scaling, same contract).
 
 Exactness contract: with each rank holding a slice of the global batch, (1) the mean over ranks of the per-rank
 ``loss`` equals the single-process loss on the concatenated batch and (2) averaging the per-rank gradients
@@ -176,8 +180,11 @@ class MuJoLoss(torch.nn.Module):
         pair_weights: positive weight per pair key (``"video-pose"``, ...); missing keys weigh 1. The total is
             sum_p w_p L_p / sum_p w_p over the pairs that contribute.
         local_loss: compute only this rank's rows against all gathered columns (O(b * B) logits per pair) instead of
-            the full B x B matrices on every rank.
+            the full B x B matrices on every rank. ``False`` means ``impl="naive"``.
         gather_with_grad: let gradients flow through the feature gather (needed for exact gradients).
+        impl: ``"tiled"``, ``"local"`` or ``"naive"`` (default: from ``local_loss``).
+        ring: with ``impl="tiled"``, pass column blocks around a ring of ranks instead of all-gathering them.
+        tile_size: rows and columns of one logit tile of the tiled form (default per device: ``DEFAULT_TILE``).
 
     Distributed use assumes every rank passes the same local batch size and embedding size (checked, ValueError).
     """

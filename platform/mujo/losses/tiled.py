@@ -13,21 +13,24 @@ B columns, for every pair and both directions at once, as a custom autograd func
   per-row log-sum-exp that is merged into the running one (``logaddexp``: numerically stable, any tile order).
   The only state kept across tiles and saved for the backward is one float per (row, direction).
 * **Backward**: each tile's softmax is recomputed from the saved row LSE: ``P = exp(logits - lse)``, scaled by the
-  upstream gradient of its row (zero for rows that are not valid in the pair), and spent at once on the rows'
-  gradient (``P @ cols``), the columns' gradient (``P.T @ rows``) and, through ``sum_i a_i . (P @ cols)_i``, the
+  upstream gradient of its row (zero for rows that are not valid in the pair; folded into the exponent as
+  ``log w - lse`` when it is non-negative, which is the usual case), and spent at once on the rows' gradient
+  (``P @ cols``), the columns' gradient (``P.T @ rows``) and, through ``sum_i a_i . (P @ cols)_i``, the
   temperature's. A tile costs one matmul forward and three backward, against one and two for a materialised
-  matrix.
+  matrix. The scale multiplies inside the matmuls (``alpha``), so no scaled copy of the rows is kept.
 
-Rows of samples that lack the row modality are zeroed before the matmul (their logits are finite, and their
-gradient weight is zero), so nothing read from an absent embedding reaches a result.
+Rows of samples that lack the row modality are zeroed, one row tile at a time, before the matmul (their logits are
+finite, and their gradient weight is zero), so nothing read from an absent embedding reaches a result. The function
+takes the M modalities as separate (b, D) tensors, so the ring form makes no packed copy of them.
 
 Columns come from one of two sources:
 
 * **gathered**: the caller passes all B columns (``gather_features``, the autograd all-gather), and the function
   returns their gradient; the gather's backward sums it over ranks. Memory: the B x M*D gathered features and their
   gradient, plus O(b * tile) for the logits.
-* **ring** (``torch.distributed`` point-to-point): the columns travel as W blocks of b rows (all modalities at
-  once; the masks are the globally gathered presence bits, a few bytes per sample). At step t rank r holds block
+* **ring** (``torch.distributed`` point-to-point, ``batch_isend_irecv``: gloo or NCCL): the columns travel as W
+  blocks of b rows (all modalities at once, one message per modality; the masks are the globally gathered presence
+  bits, a few bytes per sample). At step t rank r holds block
   (r - t) mod W, posts the send of it to rank r + 1 and the receive of the next one from rank r - 1, then computes
   on the block it holds while they travel. In the backward the blocks go round again, each with the gradient of
   its columns: rank r adds its contribution and passes the sum on, and after W hops every block's gradient arrives
