@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 
 # Run from a checkout without installation too (a submitted job's working_dir is the tree, not the venv; the
 # workers get the package from py_modules in jobs/runtime_env.yaml).
@@ -14,20 +15,30 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from mujo.config import ConfigError, MainConfig, load_config  # noqa: E402
 
 
+def job_name() -> str:
+    return os.path.splitext(os.path.basename(sys.argv[0]))[0] or "job"
+
+
 def parse(description: str) -> MainConfig:
+    """Parse ``--config``/``--set``/``--verbose``, validate the config (exit 2 with the problems), then route the
+    output (:mod:`mujo.console`): stage and progress lines on the terminal, everything into the run's log file."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", required=True, help="YAML config (see jobs/configs/)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value, e.g. --set pretrain.epochs=3 (repeatable)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print everything Ray and its workers print (by default it goes to <run>/logs/ only)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("ray", "ray.data", "ray.train", "ray.tune", "filelock", "urllib3", "botocore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        return load_config(args.config, args.set)
+        cfg = load_config(args.config, args.set)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    from mujo import console
+
+    console.setup(job_name(), cfg.run_dir, verbose=args.verbose)
+    logging.getLogger("mujo").info("▶ %s  (run %s)", job_name(), cfg.run_dir)
+    return cfg
 
 
 def evaluation_inputs(cfg: MainConfig, calibrations: list[str]):
@@ -52,15 +63,26 @@ def run(main) -> None:
     from mujo.pipelines.preprocess import QuarantineExceeded
     from mujo.storage import StorageError
 
+    from mujo import console
+
+    t0 = time.monotonic()
     try:
         main()
+        logging.getLogger("mujo").info("✔ %s  %.1f s", job_name(), time.monotonic() - t0)
     except (ConfigError, StorageError, QuarantineExceeded, InputError, RunLocked, CardError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        console.get().error(f"error: {exc}")
         sys.exit(2)
+
+
+def echo(text: str = "") -> None:
+    """A result line for the person (the terminal, and the run's log file)."""
+    from mujo import console
+
+    console.get().echo(text)
 
 
 def print_results(out: dict) -> None:
     """An evaluation stage's table and where its files went."""
-    print()
-    print(out["table"])
-    print(f"results under {out['results']}")
+    echo()
+    echo(out["table"])
+    echo(f"results under {out['results']}")

@@ -4,7 +4,7 @@
     ray job submit --runtime-env jobs/runtime_env.yaml -- python jobs/generate.py --config jobs/configs/main.yaml
 """
 
-from _common import parse, run
+from _common import echo, parse, run
 
 from mujo.pipelines.generate import generate
 from mujo.workflows import prepare
@@ -14,7 +14,7 @@ def main() -> None:
     cfg = parse(__doc__.splitlines()[0])
     run_dir = prepare(cfg)
     for name, card in generate(cfg.generate, run_dir).items():
-        print(f"{name}: {card['clips']} clips ({card['hours']:.2f} h) written, {card['skipped_parts']} parts kept")
+        echo(f"{name}: {card['clips']} clips ({card['hours']:.2f} h) written, {card['skipped_parts']} parts kept")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ evaluation out on Ray Tune, and print the Macro F1 table.
     ray job submit --runtime-env jobs/runtime_env.yaml -- python jobs/main.py --config jobs/configs/main.yaml
 """
 
-from _common import parse, run
+from _common import echo, parse, run
 
 from mujo.workflows import run_main
 
@@ -13,11 +13,11 @@ from mujo.workflows import run_main
 def main() -> None:
     cfg = parse(__doc__.splitlines()[0])
     out = run_main(cfg)
-    print()
-    print(out["table"])
-    print(f"pretraining: {out['pretrain']}")
-    print(f"trials: {out['trials']} ({out['failed_trials']} failed); stage times (s): {out['timings_s']}")
-    print(f"results, plot and pretrained model under: {out['results']} and {out['artefact']}")
+    echo()
+    echo(out["table"])
+    echo(f"pretraining: {out['pretrain']}")
+    echo(f"trials: {out['trials']} ({out['failed_trials']} failed); stage times (s): {out['timings_s']}")
+    echo(f"results, plot and pretrained model under: {out['results']} and {out['artefact']}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python jobs/preprocess.py --config jobs/configs/main.yaml
 """
 
-from _common import parse, run
+from _common import echo, parse, run
 
 from mujo.pipelines.preprocess import check_inputs, preprocess
 from mujo.raysession import init_ray
@@ -19,7 +19,7 @@ def main() -> None:
     manifests = preprocess(datasets, run_dir, cfg.preprocess)
     for name, m in manifests.items():
         q = m["quarantine"]
-        print(f"{name}: windows {m['rows']}, quarantined clips {q['clips']} ({q['count']} entries, "
+        echo(f"{name}: windows {m['rows']}, quarantined clips {q['clips']} ({q['count']} entries, "
               f"{q['files']} whole files)")
 
 

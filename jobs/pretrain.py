@@ -4,7 +4,7 @@ name from its latest checkpoint.
     python jobs/pretrain.py --config jobs/configs/main.yaml
 """
 
-from _common import parse, run
+from _common import echo, parse, run
 
 from mujo.pipelines.preprocess import read_manifest
 from mujo.raysession import init_ray
@@ -19,7 +19,10 @@ def main() -> None:
     check_fits(cfg, manifest)  # an impossible batch size is one line before Ray starts
     init_ray(cfg.ray)
     result, artefact = pretrain(cfg, manifest)
-    print(f"pretrained model: {artefact}; last metrics: {result.metrics}")
+    last = result.metrics or {}
+    shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in last.items()
+             if k in ("step", "loss_mean", "val/R@1/mean", "val/fewshot_f1/mean")}
+    echo(f"pretrained model: {artefact}  {shown}")
 
 
 if __name__ == "__main__":

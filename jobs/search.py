@@ -11,7 +11,7 @@ trials.json, and every trial's TensorBoard files (tensorboard --logdir <run_dir>
 
 import logging
 
-from _common import parse, run
+from _common import echo, parse, run
 
 from mujo.tune.search import ensure_manifest, run_search
 from mujo.workflows import prepare
@@ -25,15 +25,15 @@ def main() -> None:
     manifest = ensure_manifest(cfg, run_dir)
     out = run_search(cfg, manifest)
     best = out["best"]
-    print()
+    echo()
     for r in out["trials"]:
         metric = "-" if r["metric"] is None else f"{r['metric']:.3f}"
-        print(f"{r['trial_id']}: {r['status']:<9} {r['iterations']:>4}/{r['expected_iterations']} iterations  "
+        echo(f"{r['trial_id']}: {r['status']:<9} {r['iterations']:>4}/{r['expected_iterations']} iterations  "
               f"{best['metric']}={metric}  {r['values']}")
-    print(f"\nbest trial {best['trial_id']} ({best['status']}): {best['metric']}={best['value']:.4f} "
+    echo(f"\nbest trial {best['trial_id']} ({best['status']}): {best['metric']}={best['value']:.4f} "
           f"with {best['values']}")
-    print(f"best config and model: {out['best_json']} and {best['artefact']}")
-    print(f"TensorBoard: tensorboard --logdir {best['tensorboard_logdir']}")
+    echo(f"best config and model: {out['best_json']} and {best['artefact']}")
+    echo(f"TensorBoard: tensorboard --logdir {best['tensorboard_logdir']}")
 
 
 if __name__ == "__main__":

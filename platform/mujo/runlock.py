@@ -25,7 +25,6 @@ from mujo import storage
 from mujo.errors import RunLocked
 
 log = logging.getLogger(__name__)
-LOCK_NAME = "_run.lock"
 _held: dict[str, dict] = {}  # lock uri -> owner, for this process
 
 
@@ -91,7 +90,9 @@ def _delete(uri: str) -> None:
 def acquire(run_dir: str) -> str:
     """Take the run's lock (see the module docstring); returns the lock's uri. :class:`~mujo.errors.RunLocked`
     when another live job holds it."""
-    uri = storage.join(run_dir, LOCK_NAME)
+    from mujo.run import RunLayout
+
+    uri = RunLayout(run_dir).lock
     if uri in _held:
         return uri
     me = _owner()
@@ -135,4 +136,4 @@ def release_all() -> None:
             log.debug("could not release %s", uri, exc_info=True)
 
 
-__all__ = ["LOCK_NAME", "acquire", "release", "release_all"]
+__all__ = ["acquire", "release", "release_all"]

@@ -31,6 +31,7 @@ from mujo.adapters.cards import SPLIT_NAMES, CardError, DatasetCard, load_card
 from mujo.data import skeleton as sk
 from mujo.data.clips import RAW_VERSION, RawClip, clips_to_table
 from mujo.schema import ACC_CHANNELS, FS, NUM_JOINTS, WINDOW
+from mujo.run import RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -419,8 +420,9 @@ class DatasetAdapter:
 # ----------------------------------------------------------------------------------------------------------------
 
 def raw_dir(run_dir: str, dataset: str) -> str:
-    """``<run>/raw/<dataset>``: where preprocessing looks for a dataset's raw clips (local or s3://)."""
-    return storage.join(run_dir, "raw", dataset)
+    """``<run>/raw/<dataset>``: where preprocessing looks for a dataset's raw clips (local or s3://); the layout is
+    :class:`mujo.run.RunLayout`'s."""
+    return RunLayout(run_dir).raw(dataset)
 
 
 def _check_clip(clip: RawClip, labels: set[str]) -> None:

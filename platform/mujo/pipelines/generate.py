@@ -13,12 +13,14 @@ import time
 from mujo import storage
 from mujo.config import DatasetSpec, GenerateConfig
 from mujo.data.clips import ClipTask, clips_to_table, make_clip, plan_clips, resolve_activities
+from mujo.run import RunLayout
 
 log = logging.getLogger(__name__)
 
 
 def raw_dir(run_dir: str, dataset: str) -> str:
-    return storage.join(run_dir, "raw", dataset)
+    """A dataset's raw clip folder in a run (:meth:`mujo.run.RunLayout.raw`)."""
+    return RunLayout(run_dir).raw(dataset)
 
 
 def _generate_part(tasks: list[ClipTask], uri: str) -> dict:
