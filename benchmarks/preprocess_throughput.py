@@ -2,9 +2,9 @@
 
 Both sides get the same raw input (synthetic clips written once to a local folder) and run
 ``mujo.pipelines.preprocess.preprocess``: ``executor="ray"`` (Ray Data streams the raw files to a pool of file
-workers, one file per call: read, validate, window, text embeddings from the ``EmbedText`` actor, write) and
-``executor="local"`` (the same ``window_file`` / ``write_file`` calls, one file after another, the model in that
-process). What each timed figure includes:
+workers, ``preprocess.execute.FileWorker``, one file per call: read, validate, window, text embeddings from the
+``EmbedText`` actor, write) and ``executor="local"`` (the same ``preprocess.window`` functions, one file after
+another, the model in that process). What each timed figure includes:
 
 - both: the driver's checks (listing, footers, progress), reading the raw files, validation, resampling, windows,
   text embeddings, writing the shards and progress records, the manifest;
@@ -56,7 +56,8 @@ from mujo.config import PreprocessConfig  # noqa: E402
 from mujo.data.activities import MMFIT_ACTIVITIES  # noqa: E402
 from mujo.data.clips import ClipTask, RawClip, clips_to_table, make_clip  # noqa: E402
 from mujo.data.text import TEXT_DIM, make_label_text, model_path  # noqa: E402
-from mujo.pipelines.preprocess import preprocess, process_file  # noqa: E402
+from mujo.pipelines.preprocess import preprocess, process_file, read_manifest  # noqa: E402
+from mujo.run import Manifest  # noqa: E402
 from mujo.schema import SampleFormat  # noqa: E402
 
 DATASET = "bench"
@@ -145,8 +146,8 @@ def warm_model_files() -> None:
             f.read_bytes()
 
 
-def shard_bytes(manifest: dict, root: str) -> dict[str, bytes]:
-    return {p[len(root):]: storage.read_bytes(p) for split in manifest["shards"].values() for p in split}
+def shard_bytes(manifest: Manifest, root: str) -> dict[str, bytes]:
+    return {p[len(root):]: storage.read_bytes(p) for split in manifest.shards.values() for p in split}
 
 
 def main() -> None:
@@ -219,16 +220,16 @@ def main() -> None:
             t0 = time.time()
             dist = preprocess({DATASET: args.video_dim}, out_ray, cfg, raw_uris={DATASET: raw}, executor="ray")[DATASET]
             t_ray.append(time.time() - t0)
-            local = storage.read_json(storage.join(out_local, "shards", DATASET, "manifest.json"))
-            windows = sum(local["rows"].values())
-            assert windows == sum(dist["rows"].values()) and local["quarantine"]["count"] == 0
+            local = read_manifest(out_local, DATASET)  # written by the child process
+            windows = sum(local.rows.values())
+            assert windows == sum(dist.rows.values()) and local.quarantine.count == 0
             if shard_bytes(local, out_local) != shard_bytes(dist, out_ray):
                 raise SystemExit("the two runs wrote different shards")
             print(f"run {i + 1}: single process {t_local[-1]:5.1f} s, Ray Data {t_ray[-1]:5.1f} s "
                   f"(ratio {t_local[-1] / t_ray[-1]:.2f}); byte-identical shards")
         ray.shutdown()
 
-        shards = sum(len(s) for s in local["shards"].values())
+        shards = sum(len(s) for s in local.shards.values())
         loop, dist_s = statistics.median(t_local), statistics.median(t_ray)
         print(f"windows: {windows} in {shards} shards; medians of {args.repeat} run(s) each:")
         print(f"single process : {loop:7.1f} s  {windows / loop:8.1f} windows/s  (model load included)")
