@@ -5,7 +5,7 @@ text -> sensor retrieval and labelling by nearest label text with mujo.retrieval
     python jobs/embed.py --config jobs/configs/finetune.yaml --set embed.modalities=[acc,pose] --set embed.splits=[test]
 """
 
-from _common import parse, run
+from _common import echo, parse, run
 
 from mujo import storage
 
@@ -33,10 +33,10 @@ def main() -> None:
                         start_ray=lambda: init_ray(cfg.ray))
     except (storage.StorageError, ValueError) as exc:
         raise InputError(str(exc)) from None
-    print()
-    print(f"embeddings of {manifest['dataset']} by {model} (digest {out['model_digest']}): "
+    echo()
+    echo(f"embeddings of {manifest['dataset']} by {model} (digest {out['model_digest']}): "
           + ", ".join(f"{m} {n} windows" for m, n in out["rows"].items()) + f" -> {out['out']}")
-    print("search them: mujo.retrieval.load_embeddings(...), search(...), label_by_text(...) (docs/model-path.md)")
+    echo("search them: mujo.retrieval.load_embeddings(...), search(...), label_by_text(...) (docs/model-path.md)")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ PyTorch with ONNX Runtime on real windows of its dataset, with a model card stat
 
 import logging
 
-from _common import parse, run
+from _common import echo, parse, run
 
 from mujo import storage
 
@@ -41,9 +41,9 @@ def main() -> None:
     out = cfg.export.output or storage.join(model, "export")
     card = export_classifier(artefact, out, windows, opset=cfg.export.opset, tolerance=cfg.export.tolerance)
     c = card["check"]
-    print()
-    print(f"exported {model} -> {out}: classifier.onnx, classifier.torchscript.pt, model_card.json")
-    print(f"checked on {c['windows']} real windows: max |p_onnx - p_torch| = {c['max_abs_diff_onnx']:.2e}, "
+    echo()
+    echo(f"exported {model} -> {out}: classifier.onnx, classifier.torchscript.pt, model_card.json")
+    echo(f"checked on {c['windows']} real windows: max |p_onnx - p_torch| = {c['max_abs_diff_onnx']:.2e}, "
           f"max |p_torchscript - p_torch| = {c['max_abs_diff_torchscript']:.2e} (tolerance {c['tolerance']:g})")
 
 

@@ -5,7 +5,7 @@ as a versioned artefact folder (weights, classes, window contract, calibration, 
     python jobs/finetune.py --config jobs/configs/finetune.yaml --set finetune.inputs=[acc] --set finetune.seed=3
 """
 
-from _common import parse, run
+from _common import echo, parse, run
 
 
 def main() -> None:
@@ -19,11 +19,11 @@ def main() -> None:
     manifest = ensure_manifest(cfg, cfg.finetune.dataset)
     reference = ensure_manifest(cfg, cfg.pretrain.dataset) if cfg.finetune.calibration != "none" else None
     out = run_finetune_job(cfg, manifest, pretrained, reference)
-    print()
-    print(f"classifier {'+'.join(cfg.finetune.inputs)} {cfg.finetune.setting} at {cfg.finetune.fraction:g} of the "
+    echo()
+    echo(f"classifier {'+'.join(cfg.finetune.inputs)} {cfg.finetune.setting} at {cfg.finetune.fraction:g} of the "
           f"labels: val Macro F1 {out['val_macro_f1']:.3f}, test Macro F1 {out['test_macro_f1']:.3f} "
           f"(best epoch {out['best_epoch']} of {out['epochs_run']})")
-    print(f"artefact: {out['artefact']}")
+    echo(f"artefact: {out['artefact']}")
 
 
 if __name__ == "__main__":

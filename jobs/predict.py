@@ -6,7 +6,7 @@ preprocessed shards, local or s3:// -> window predictions (Parquet), per-recordi
         --set predict.source=/data/watch --set predict.ignore_labels=true
 """
 
-from _common import parse, run
+from _common import echo, parse, run
 
 
 def main() -> None:
@@ -24,9 +24,9 @@ def main() -> None:
     out = p.output or RunLayout(run_dir).predictions(p.name)
     summary = run_predict(model, p.input or raw_dir(run_dir, cfg.finetune.dataset), out, p,
                           start_ray=lambda: init_ray(cfg.ray))
-    print()
-    print(timeline_table(summary))
-    print(f"predictions under {out} (windows/, segments/, recordings.csv, summary.json)")
+    echo()
+    echo(timeline_table(summary))
+    echo(f"predictions under {out} (windows/, segments/, recordings.csv, summary.json)")
 
 
 if __name__ == "__main__":

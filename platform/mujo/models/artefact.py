@@ -315,6 +315,9 @@ def read_card(path: str) -> ClassifierCard:
     try:
         raw = storage.read_bytes(uri)
     except storage.StorageError as exc:
+        if storage.exists(storage.join(path, "model.json")):
+            raise ArtefactError(f"{uri}: no classifier card: {path} is a pretrained encoder (model.json), not a "
+                                "classifier; train one on it with jobs/finetune.py") from None
         raise ArtefactError(f"{uri}: no classifier card ({exc}). Give the folder that jobs/finetune.py (or the "
                             "fan-out with evaluate.keep_classifiers) wrote") from None
     try:
