@@ -81,6 +81,10 @@ class RunLayout:
     def manifest(self, dataset: str) -> str:
         return storage.join(self.shards(dataset), "manifest.json")
 
+    def quarantine_report(self, dataset: str) -> str:
+        """Written instead of the manifest when too much of the dataset was quarantined."""
+        return storage.join(self.shards(dataset), "quarantine.json")
+
     # pretraining
     @property
     def train(self) -> str:
