@@ -143,6 +143,21 @@ def test_checkpoint_without_per_rank_streams_reseeds_per_rank_and_step():
     assert torch.equal(got, torch.rand(3))
 
 
+def test_each_rank_takes_its_own_stream_from_the_checkpoint():
+    """Rank 0 writes the checkpoint, holding every rank's torch stream; a restarted rank 1 continues its own."""
+    t = trainer()
+    run(t, 2)
+    state = t.state_dict()
+    torch.manual_seed(12345)
+    rank1 = torch.get_rng_state()
+    expected = torch.rand(3)
+    for by_rank in ([state["rng"]["torch"], rank1], torch.stack([state["rng"]["torch"], rank1])):
+        state["rng"]["torch_by_rank"] = by_rank
+        second = Trainer(t.cfg, None, TRAIN_ROWS, rank=1, world=2)  # no process group needed to load
+        second.load_state_dict(state)
+        assert torch.equal(torch.rand(3), expected)
+
+
 def test_loss_follows_the_config():
     from mujo.losses import modality_pairs
 

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from mujo.config import MainConfig
-from mujo.losses import MuJoLoss, clamp_logit_scale_, grad_cache_step
+from mujo.losses import MuJoLoss, PeakMemory, clamp_logit_scale_, grad_cache_step
 from mujo.metrics import fewshot_macro_f1, retrieval_recall_at_k
 from mujo.models.mujo import MuJoModel, build_model
 from mujo.schema import MASK_COLUMNS, TENSOR_MODALITY_COLUMN
@@ -51,7 +51,8 @@ RANK_SEED_STRIDE = 1000  # rank r's torch stream starts at seed + 1000·r
 def build_loss(cfg: MainConfig) -> MuJoLoss:
     """The pretraining loss of ``cfg`` (``loss`` section over ``model.modalities``)."""
     lc = cfg.loss
-    return MuJoLoss(cfg.model.modalities, form=lc.form, pair_weights=lc.pair_weights, local_loss=lc.local_loss)
+    return MuJoLoss(cfg.model.modalities, form=lc.form, pair_weights=lc.pair_weights, impl=lc.loss_impl,
+                    ring=lc.use_ring, tile_size=lc.tile_size)
 
 
 def model_inputs(batch: dict[str, torch.Tensor], modalities) -> tuple[dict, dict]:
@@ -97,8 +98,9 @@ def load_state(path: str, device) -> dict:
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # UnpicklingError for a tampered file; anything else is as bad: never half-load
-        raise ValueError(f"checkpoint state {path} is not a plain weights file and was not loaded ({type(exc).__name__}:"
-                         f" {str(exc).splitlines()[0] if str(exc) else ''}); it was written by something other than "
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ValueError(f"checkpoint state {path} is not a plain weights file and was not loaded "
+                         f"({type(exc).__name__}: {first}); it was written by something other than "
                          "this platform or tampered with: delete that checkpoint folder (or start a new run_name)"
                          ) from None
 
@@ -312,16 +314,18 @@ class Trainer:
             self.start()
         epoch = self.position[0]
         scale = float(self.model.logit_scale.detach())
-        loss, per_pair = train_step(self.net, self.model, self.loss_fn, self.optimizer, self.scheduler, batch,
-                                    self.cfg, self.world)
+        with PeakMemory(self.device) as peak:  # the step's peak above its start (memory/step_peak_mib)
+            loss, per_pair = train_step(self.net, self.model, self.loss_fn, self.optimizer, self.scheduler, batch,
+                                        self.cfg, self.world)
         self.global_step += 1
         now = time.perf_counter()
         dt, self._clock = now - self._clock, now
         metrics = {"step": self.global_step, "epoch": epoch, "loss": float(loss), "temperature": 1.0 / scale,
                    "lr": self.scheduler.get_last_lr()[0],
                    "samples_per_s": self.cfg.pretrain.batch_size * max(self.world, 1) / max(dt, 1e-9),
-                   **{f"loss/{k}": float(v) for k, v in per_pair.items()}, **gpu_metrics(self.device)}
-        self.history.append({k: v for k, v in metrics.items() if not k.startswith("gpu/")})
+                   **{f"loss/{k}": float(v) for k, v in per_pair.items()}, **gpu_metrics(self.device),
+                   f"loss_impl/{self.loss_fn.impl_name.replace('+', '_')}": 1.0, **peak.metrics()}
+        self.history.append({k: v for k, v in metrics.items() if not k.startswith(("gpu/", "memory/"))})
         return metrics
 
     def validate(self, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
@@ -343,7 +347,7 @@ class Trainer:
         """The training state a checkpoint keeps. A collective when ``world`` > 1 (every rank's torch RNG stream is
         gathered): call it on every rank at the same step; one rank writes it."""
         rng = _rng_state()
-        rng["torch_by_rank"] = torch.stack(_gather_torch_rng(self.world, self.device))
+        rng["torch_by_rank"] = _gather_torch_rng(self.world, self.device)
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "step": self.global_step, "rng": rng,
                 "history": list(self.history), "resumed_from": list(self.resumed_from),
@@ -361,7 +365,8 @@ class Trainer:
         _set_rng_state(rng)
         by_rank = rng.get("torch_by_rank")
         if by_rank is not None and len(by_rank) == self.world:
-            torch.set_rng_state(by_rank[self.rank].cpu())
+            # a copy of its own: a row of a stacked tensor (non-zero storage offset) crashes set_rng_state
+            torch.set_rng_state(by_rank[self.rank].cpu().clone())
         else:  # no stream per rank (another world size, or an older checkpoint): a fresh one per (rank, step)
             torch.manual_seed(self._rank_seed(self.global_step))
         self._clock = None

@@ -123,13 +123,13 @@ def cadence(cfg: MainConfig, manifest) -> Cadence:
     return Cadence.of(cfg.pretrain, manifest["rows"]["train"])
 
 
-def steps_per_epoch(cfg: MainConfig, manifest) -> int:
-    return cadence(cfg, manifest).steps_per_epoch
-
-
 def report_steps(cfg: MainConfig, manifest) -> list[int]:
     """The steps at which a pretraining run reports (= its Tune iterations)."""
     return cadence(cfg, manifest).report_steps()
+
+
+def _first_validation(c: Cadence) -> int:
+    return c.report_steps().index(c.steps_per_epoch) + 1
 
 
 def expected_iterations(cfg: MainConfig, manifest) -> int:
@@ -139,7 +139,7 @@ def expected_iterations(cfg: MainConfig, manifest) -> int:
 
 def first_validation_iteration(cfg: MainConfig, manifest) -> int:
     """The Tune iteration that first carries validation metrics (the end of the first epoch)."""
-    return report_steps(cfg, manifest).index(steps_per_epoch(cfg, manifest)) + 1
+    return _first_validation(cadence(cfg, manifest))
 
 
 def validation_keys(cfg: MainConfig) -> list[str]:
@@ -207,7 +207,7 @@ class SearchPlan:
 
     @property
     def first_validation_iteration(self) -> int:
-        return self.cadence.report_steps().index(self.cadence.steps_per_epoch) + 1
+        return _first_validation(self.cadence)
 
     def warnings(self, cluster_cpus: float = 0) -> list[str]:
         """What may make the search useless or stall, as log lines: a grace period before the first validation,
