@@ -41,18 +41,29 @@ def parse(description: str) -> MainConfig:
     return cfg
 
 
-def evaluation_inputs(cfg: MainConfig, calibrations: list[str]):
+def evaluation_inputs(cfg: MainConfig, plan):
     """For the evaluation jobs: start storage and Ray, then (pretrained artefact, the evaluated dataset's manifest,
-    the pretraining corpus's manifest when a calibration needs it, else None)."""
-    from mujo import storage
+    the pretraining corpus's manifest when the plan's calibrations need it, else None)."""
+    from mujo.run import RunLayout
     from mujo.workflows import ensure_manifest, prepare
 
     run_dir = prepare(cfg)
-    artefact = cfg.evaluate.pretrained or storage.join(run_dir, "pretrain", "model")
-    manifest = ensure_manifest(cfg, cfg.evaluate.dataset)
-    needs_reference = any(c != "none" for c in calibrations)
-    reference = ensure_manifest(cfg, cfg.pretrain.dataset) if needs_reference else None
+    artefact = cfg.evaluate.pretrained or RunLayout(run_dir).pretrained
+    manifest = ensure_manifest(cfg, plan.dataset)
+    reference = ensure_manifest(cfg, plan.reference_dataset) if plan.needs_reference else None
     return artefact, manifest, reference
+
+
+def evaluation_job(description: str, fanout: bool, zero_shot: bool | None) -> None:
+    """The evaluation jobs (evaluate, fanout, zeroshot): the config's plan, restricted to the fan-out and/or
+    zero-shot, run on one pretrained artefact (:func:`mujo.evaluate.evaluate`), its table printed."""
+    from mujo.evaluate import evaluate
+    from mujo.run import EvaluationPlan
+
+    cfg = parse(description)
+    plan = EvaluationPlan.from_config(cfg, fanout=fanout, zero_shot=zero_shot)
+    artefact, manifest, reference = evaluation_inputs(cfg, plan)
+    print_results(evaluate(cfg, artefact, manifest, reference, plan))
 
 
 def run(main) -> None:

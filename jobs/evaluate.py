@@ -6,18 +6,11 @@
     python jobs/evaluate.py --config jobs/configs/evaluate.yaml --set evaluate.dataset=mhealth
 """
 
-from _common import evaluation_inputs, parse, print_results, run
-
-from mujo.workflows import run_evaluation
+from _common import evaluation_job, run
 
 
 def main() -> None:
-    cfg = parse(__doc__.splitlines()[0])
-    calibrations = [*cfg.evaluate.calibrations, *(cfg.evaluate.zero_shot_calibrations if cfg.evaluate.zero_shot
-                                                  else [])]
-    artefact, manifest, reference = evaluation_inputs(cfg, calibrations)
-    out = run_evaluation(cfg, artefact, manifest, reference)
-    print_results(out)
+    evaluation_job(__doc__.splitlines()[0], fanout=True, zero_shot=None)
 
 
 if __name__ == "__main__":

@@ -4,16 +4,11 @@ model on one dataset; results.md, trials.csv, summary.csv and macro_f1.png under
     python jobs/fanout.py --config jobs/configs/evaluate.yaml --set evaluate.dataset=mhealth
 """
 
-from _common import evaluation_inputs, parse, print_results, run
-
-from mujo.workflows import run_fanout_stage
+from _common import evaluation_job, run
 
 
 def main() -> None:
-    cfg = parse(__doc__.splitlines()[0])
-    artefact, manifest, reference = evaluation_inputs(cfg, cfg.evaluate.calibrations)
-    out = run_fanout_stage(cfg, artefact, manifest, reference)
-    print_results(out)
+    evaluation_job(__doc__.splitlines()[0], fanout=True, zero_shot=False)
 
 
 if __name__ == "__main__":

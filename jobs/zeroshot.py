@@ -4,16 +4,11 @@ evaluate.zero_shot_models, on one dataset; zeroshot.md and zeroshot.csv under <r
     python jobs/zeroshot.py --config jobs/configs/evaluate.yaml --set evaluate.dataset=mhealth
 """
 
-from _common import evaluation_inputs, parse, print_results, run
-
-from mujo.workflows import run_zero_shot_stage
+from _common import evaluation_job, run
 
 
 def main() -> None:
-    cfg = parse(__doc__.splitlines()[0])
-    artefact, manifest, reference = evaluation_inputs(cfg, cfg.evaluate.zero_shot_calibrations)
-    out = run_zero_shot_stage(cfg, artefact, manifest, reference)
-    print_results(out)
+    evaluation_job(__doc__.splitlines()[0], fanout=False, zero_shot=True)
 
 
 if __name__ == "__main__":

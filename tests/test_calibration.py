@@ -1,4 +1,4 @@
-"""Tests for mujo.calibration: PIT calibration (unsupervised / supervised), degenerate data, persistence."""
+"""Tests for mujo.evaluate.calibration: PIT calibration (unsupervised / supervised), degenerate data, persistence."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mujo.calibration import PITCalibrator, make_calibrator
-from mujo.metrics import ks_statistic
+from mujo.evaluate.calibration import PITCalibrator, make_calibrator
+from mujo.evaluate.metrics import ks_statistic
 
 
 def _channel_ks(a: np.ndarray, b: np.ndarray) -> float:

@@ -14,7 +14,7 @@ import torch
 from _model_path_data import make_run
 from mujo import storage
 from mujo.classifiers import finetune_output, train_artefact
-from mujo.evaluation import load_arrays
+from mujo.evaluate.data import load_arrays
 from mujo.models.artefact import CARD, CONFUSION, WEIGHTS, ArtefactError, load_classifier
 
 

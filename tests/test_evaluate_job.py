@@ -10,7 +10,8 @@ from mujo import storage
 from mujo.adapters import ingest
 from mujo.config import load_config
 from mujo.models import build_model, save_pretrained
-from mujo.workflows import ensure_manifest, run_evaluation
+from mujo.evaluate import evaluate
+from mujo.workflows import ensure_manifest
 
 pytestmark = [pytest.mark.ray]
 
@@ -37,7 +38,7 @@ def test_fanout_on_an_ingested_dataset(ray_session, tmp_path):
     # the fixture's 2.5-s null runs are shorter than one window after trimming: quarantined, counted, named
     entries = manifest["quarantine"]["entries"]
     assert manifest["quarantine"]["count"] == 4 and all("too short" in e["reason"] for e in entries)
-    out = run_evaluation(cfg, artefact, manifest)
+    out = evaluate(cfg, artefact, manifest)
     assert len(out["rows"]) == 1 * 2 * 1 * 2 and all(r["status"] == "ok" for r in out["rows"])
     assert "| acc | baseline |" in out["table"] and "| acc | frozen |" in out["table"]
     # zero-shot (Table 3 shape): both pretrained models, with and without the no-activity class

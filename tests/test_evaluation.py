@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mujo.evaluation import apply_calibration, fit_calibration, load_calibration, save_calibration
-from mujo.metrics import ks_statistic
+from mujo.evaluate.calibration import apply_calibration, fit_calibration, load_calibration, save_calibration
+from mujo.evaluate.metrics import ks_statistic
 
 
 def data(rng, n, gain, bias, classes=2):

@@ -1,4 +1,4 @@
-"""Tests for mujo.finetune: label fractions, class weights, early stopping, the training loop."""
+"""Tests for mujo.evaluate.finetune: label fractions, class weights, early stopping, the training loop."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from mujo.finetune import (
+from mujo.evaluate.finetune import (
     EarlyStopping,
     FinetuneConfig,
     class_weights,
     sample_label_fraction,
     train_classifier,
 )
-from mujo.metrics import macro_f1
+from mujo.evaluate.metrics import macro_f1
 
 
 class DictMLP(nn.Module):

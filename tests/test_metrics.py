@@ -1,11 +1,11 @@
-"""Tests for mujo.metrics: macro F1, top-k macro F1, retrieval recall@k, confusion matrix, KS statistic."""
+"""Tests for mujo.evaluate.metrics: macro F1, top-k macro F1, retrieval recall@k, confusion matrix, KS statistic."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mujo.metrics import (
+from mujo.evaluate.metrics import (
     confusion_matrix,
     fewshot_macro_f1,
     ks_statistic,

@@ -17,7 +17,7 @@ from mujo import storage
 from mujo.classifiers import finetune_output, train_artefact
 from mujo.config import load_config
 from mujo.data.clips import clips_to_table, rows_to_clips
-from mujo.evaluation import load_arrays
+from mujo.evaluate.data import load_arrays
 from mujo.models.artefact import load_classifier
 from mujo.pipelines.predict import InputError, run_predict
 from mujo.schema import read_shard

@@ -1,6 +1,6 @@
 """Report aggregation: each cell counts its seeds; failed trials are shown as failed, never dropped."""
 
-from mujo.report import aggregate, box_plot, markdown_table, to_csv
+from mujo.evaluate.report import aggregate, box_plot, markdown_table, to_csv
 
 
 def rows():

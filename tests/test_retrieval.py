@@ -11,11 +11,12 @@ from _model_path_data import make_run
 from mujo import storage
 from mujo.config import load_config
 from mujo.data.text import shared_embedder
-from mujo.evaluation import embed, label_matrix, load_arrays
+from mujo.evaluate.data import embed, load_arrays
+from mujo.evaluate.zeroshot import label_matrix
 from mujo.models import load_pretrained
 from mujo.pipelines.embed import run_embed
 from mujo.retrieval import embed_texts, label_by_text, load_embeddings, search, top_k
-from mujo.zeroshot import zero_shot_predict
+from mujo.evaluate.zeroshot import zero_shot_predict
 
 
 def test_top_k_known_answer():

@@ -1,12 +1,12 @@
-"""Tests for mujo.zeroshot: label matrix (with No Activity), cosine scores, prediction, top-k report."""
+"""Tests for mujo.evaluate.zeroshot: label matrix (with No Activity), cosine scores, prediction, top-k report."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mujo.metrics import l2_normalize
-from mujo.zeroshot import label_embedding_matrix, zero_shot_predict, zero_shot_report, zero_shot_scores
+from mujo.evaluate.metrics import l2_normalize
+from mujo.evaluate.zeroshot import label_embedding_matrix, zero_shot_predict, zero_shot_report, zero_shot_scores
 
 
 def _synthetic(num_classes: int, per_class: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,5 +1,5 @@
 """From a table to a model: train one classifier into an artefact, keep the fan-out's best classifiers, and pick
-the classifier ``make run`` deploys. The training itself is :func:`mujo.finetune.train_classifier` (the fan-out's
+the classifier ``make run`` deploys. The training itself is :func:`mujo.evaluate.finetune.train_classifier` (the fan-out's
 loop, unchanged); the artefact is :mod:`mujo.models.artefact`.
 
 No Ray here except :func:`run_finetune_job`, which runs :func:`train_artefact` as one Ray task (its CPUs/GPUs from
@@ -57,8 +57,9 @@ def train_artefact(cfg: MainConfig, manifest: dict, pretrained: str, out: str,
     ``"_test_probabilities"``, the trained model and its in-memory test probabilities (for a round-trip check)."""
     import torch
 
-    from mujo.evaluation import apply_calibration, fit_calibration, load_arrays, reference_for
-    from mujo.finetune import FinetuneConfig, sample_label_fraction, train_classifier
+    from mujo.evaluate.calibration import apply_calibration, fit_calibration
+    from mujo.evaluate.data import load_arrays, reference_for
+    from mujo.evaluate.finetune import FinetuneConfig, sample_label_fraction, train_classifier
     from mujo.models import build_classifier, load_pretrained
     from mujo.models.artefact import manifest_digest, save_classifier
 
@@ -156,7 +157,7 @@ def trial_key(config: Mapping) -> str:
 def save_trial_classifier(model: Any, result: Any, config: Mapping, keep: Mapping, test_labels: np.ndarray,
                           evaluate: Mapping, train_samples: int) -> str:
     """In a fan-out trial: save its classifier under the fan-out's ``classifiers/`` folder; returns the path."""
-    from mujo.evaluation import load_calibration
+    from mujo.evaluate.calibration import load_calibration
     from mujo.models.artefact import save_classifier
 
     inputs = str(config["inputs"]).split(INPUT_SEP)

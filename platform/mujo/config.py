@@ -306,7 +306,7 @@ class MainConfig(_Strict):
         if self.loss.form == "text_anchor" and "text" not in self.model.modalities:
             raise ValueError("loss.form 'text_anchor' needs 'text' in model.modalities")
         if self.search.metric.startswith("val/"):
-            from mujo.metrics import validation_metric_names
+            from mujo.evaluate.metrics import validation_metric_names
 
             known = validation_metric_names(self.model.modalities, fewshot=self.pretrain.fewshot_shots > 0)
             if self.search.metric not in known:

@@ -1,7 +1,7 @@
 """Putting the joint embedding to work: text -> sensor retrieval and labelling a window by its nearest label text.
 
 Plain torch/numpy (no Ray). Window embeddings come from :mod:`mujo.pipelines.embed` (or
-:func:`mujo.evaluation.embed` in memory); texts go through the same path zero-shot uses: the paper's label
+:func:`mujo.evaluate.data.embed` in memory); texts go through the same path zero-shot uses: the paper's label
 normalisation, the sentence model, then the pretrained model's text encoder and projection into the joint space.
 
     from mujo.models import load_pretrained
@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from mujo.metrics import l2_normalize
+from mujo.evaluate.metrics import l2_normalize
 
 __all__ = ["WindowEmbeddings", "embed_texts", "label_by_text", "load_embeddings", "search", "top_k"]
 
@@ -99,8 +99,8 @@ def label_by_text(model, embeddings: np.ndarray, labels: Sequence[str],
     ``labels`` (class names or free texts; a no-activity name is the mean of the others, as in zero-shot) and the
     (N, C) cosine similarities."""
     from mujo.data.text import shared_embedder
-    from mujo.evaluation import label_matrix
-    from mujo.zeroshot import zero_shot_scores
+    from mujo.evaluate.zeroshot import label_matrix
+    from mujo.evaluate.zeroshot import zero_shot_scores
 
     matrix = label_matrix(model, list(labels), embedder or shared_embedder())
     scores = zero_shot_scores(embeddings, matrix)

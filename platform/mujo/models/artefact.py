@@ -7,7 +7,7 @@ recordings (``mujo.pipelines.predict``) and be exported for devices (``mujo.mode
                             contract (rate, window length, channels, units, gravity), calibration, metrics,
                             provenance (pretrained artefact + digest, dataset manifest digest, config, package)
     classifier.safetensors  the weights (safetensors: no pickle; only the tensors the classifier uses)
-    calibration/<m>.npz     the fitted calibration of modality m, if any (mujo.calibration, no pickle)
+    calibration/<m>.npz     the fitted calibration of modality m, if any (mujo.evaluate.calibration, no pickle)
     confusion.png           the test confusion matrix
 
 :func:`load_classifier` rebuilds the model from the folder alone. Nothing read is trusted: the card is validated
@@ -182,7 +182,7 @@ class ClassifierArtefact:
             raise ArtefactError(f"{self.path}: supervised calibration needs the true label of every window; a "
                                 "classifier for new recordings must be trained with calibration none or "
                                 "unsupervised (jobs/finetune.py --set finetune.calibration=unsupervised)")
-        from mujo.evaluation import apply_calibration
+        from mujo.evaluate.calibration import apply_calibration
 
         n = len(arrays[self.inputs[0]])
         out = apply_calibration(self.calibrators, {"x": ({m: arrays[m] for m in self.inputs},
@@ -276,7 +276,7 @@ def save_classifier(model: Any, path: str, *, labels: Sequence[str], label_texts
     from safetensors.torch import save as st_save
 
     from mujo import storage
-    from mujo.evaluation import save_calibration
+    from mujo.evaluate.calibration import save_calibration
 
     inputs = list(model.inputs)
     state = model.state_dict()
@@ -350,7 +350,7 @@ def load_classifier(path: str, map_location: str = "cpu") -> ClassifierArtefact:
 
     from mujo import storage
     from mujo.config import ModelConfig
-    from mujo.evaluation import load_calibration
+    from mujo.evaluate.calibration import load_calibration
     from mujo.models.classifier import Classifier
     from mujo.models.mujo import MuJoModel
 

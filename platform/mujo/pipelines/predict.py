@@ -400,7 +400,7 @@ def run_predict(model: str, input_uri: str, out: str, cfg, executor: str = "ray"
     artefact and the input have passed their checks, so that a mistake is reported before Ray starts. Returns
     the summary."""
     from mujo.models.artefact import load_classifier
-    from mujo.report import to_csv
+    from mujo.evaluate.report import to_csv
     from mujo.timeline import overall_summary
 
     if executor not in ("ray", "local"):

@@ -38,7 +38,7 @@ import torch
 
 from mujo.config import MainConfig
 from mujo.losses import MuJoLoss, PeakMemory, clamp_logit_scale_, grad_cache_step
-from mujo.metrics import fewshot_macro_f1, retrieval_recall_at_k
+from mujo.evaluate.metrics import fewshot_macro_f1, retrieval_recall_at_k
 from mujo.models.mujo import MuJoModel, build_model
 from mujo.schema import MASK_COLUMNS, TENSOR_MODALITY_COLUMN
 from mujo.train.gpu import gpu_metrics
@@ -107,7 +107,7 @@ def load_state(path: str, device) -> dict:
 
 @torch.no_grad()
 def validation_metrics(model: MuJoModel, batches, device, modalities, fewshot_shots: int = 0) -> dict[str, float]:
-    """The epoch-end validation metrics (names: :func:`mujo.metrics.validation_metric_names`): recall@1/5 for every
+    """The epoch-end validation metrics (names: :func:`mujo.evaluate.metrics.validation_metric_names`): recall@1/5 for every
     ordered pair of modalities over the samples that have both, and, when ``fewshot_shots`` > 0 and the batches
     carry ``class_id``, the few-shot Macro F1 of each sensor modality's embeddings (nearest class mean, fixed draws)."""
     was_training = model.training

@@ -1,5 +1,5 @@
 """The downstream evaluation as one Ray Tune fan-out: one trial per (input modalities, setting, label fraction,
-seed) on a preprocessed dataset, each a classifier fine-tuned with :func:`mujo.finetune.train_classifier`.
+seed) on a preprocessed dataset, each a classifier fine-tuned with :func:`mujo.evaluate.finetune.train_classifier`.
 
 The dataset's arrays are loaded once on the driver and shared with every trial through the object store
 (``tune.with_parameters``). A failed trial is retried ``evaluate.max_retries`` times; if it still fails it appears
@@ -15,37 +15,15 @@ from typing import Any
 
 from mujo import storage
 from mujo.config import EvaluateConfig, MainConfig
-from mujo.finetune import FinetuneConfig, sample_label_fraction, train_classifier
+from mujo.evaluate.finetune import FinetuneConfig, sample_label_fraction, train_classifier
+from mujo.run import INPUT_SEP, Manifest, RunLayout, TrialResult
 from mujo.train.gpu import gpu_metrics
-from mujo.evaluation import apply_calibration, fit_calibration, load_arrays, reference_for, save_calibration
 
 log = logging.getLogger(__name__)
-INPUT_SEP = "+"
 
 
 def input_key(inputs: list[str]) -> str:
     return INPUT_SEP.join(inputs)
-
-
-def prepare_data(cfg: MainConfig, manifest: dict, reference_manifest: dict | None = None) -> dict[str, dict]:
-    """The evaluation dataset's splits once per calibration mode (``none`` = as recorded). Calibrations are fitted
-    against the pretraining corpus (``reference_manifest``) and saved under ``<run>/calibration/<dataset>/<mode>``."""
-    ecfg = cfg.evaluate
-    modalities = sorted({m for group in ecfg.inputs for m in group})
-    data = load_arrays(manifest, modalities, ["train", "val", "test"])
-    out = {}
-    modes = list(dict.fromkeys([*ecfg.calibrations, *(ecfg.zero_shot_calibrations if ecfg.zero_shot else [])]))
-    for mode in modes:
-        if mode == "none":
-            out[mode] = data
-            continue
-        if reference_manifest is None:
-            raise ValueError(f"calibration '{mode}' needs the pretraining dataset's manifest as its reference")
-        reference = reference_for(reference_manifest, manifest["labels"], modalities)
-        calibrators = fit_calibration(mode, data, reference, modalities)
-        save_calibration(calibrators, storage.join(cfg.run_dir, "calibration", manifest["dataset"], mode))
-        out[mode] = apply_calibration(calibrators, data)
-    return out
 
 
 @lru_cache(maxsize=2)
@@ -55,8 +33,9 @@ def _pretrained(path: str):
     return load_pretrained(path)
 
 
-def finetune_trial(config: dict[str, Any], data: dict, pretrained: str, evaluate: dict, num_classes: int) -> None:
-    """One Tune trial (a function trainable)."""
+def finetune_trial(config: dict[str, Any], data: dict, pretrained: str, evaluate: dict, num_classes: int,
+                   keep: dict | None = None) -> None:
+    """One Tune trial (a function trainable); with ``keep`` (evaluate.keep_classifiers) it saves its classifier."""
     from ray import tune
 
     from mujo.models import build_classifier
@@ -77,6 +56,10 @@ def finetune_trial(config: dict[str, Any], data: dict, pretrained: str, evaluate
                           batch_size=ecfg.batch_size, seed=config["seed"], device=str(device))
     result = train_classifier(model, split["train"], split["val"], split["test"], num_classes, fcfg,
                               on_epoch=lambda m: tune.report({**m, **gpu_metrics(device), "done": False}))
+    if keep:
+        from mujo.classifiers import save_trial_classifier
+
+        save_trial_classifier(model, result, config, keep, split["test"][1], evaluate, len(idx))
     tune.report({"epoch": result.epochs_run, "val_macro_f1": result.val_macro_f1,
                  "test_macro_f1": result.test_macro_f1, "best_epoch": result.best_epoch,
                  "train_samples": int(len(idx)), **gpu_metrics(device), "done": True})
@@ -114,21 +97,25 @@ def param_space(ecfg: EvaluateConfig) -> dict:
     }
 
 
-def run_fanout(cfg: MainConfig, pretrained: str, manifest: dict, data: dict[str, dict] | None = None,
+def run_fanout(cfg: MainConfig, pretrained: str, manifest: Manifest, data: dict[str, dict],
                name: str | None = None) -> list[dict]:
     """Run every trial; return one row per trial (its config, final metrics, status and error if any).
 
-    ``data`` is :func:`prepare_data`'s output (computed here when not given; calibrations other than ``none`` need
-    it computed with the pretraining manifest)."""
+    ``data`` holds the dataset's splits per calibration mode of the fan-out (:func:`mujo.evaluate.prepare_data`)."""
     from ray import tune
 
     ecfg = cfg.evaluate
-    data = data if data is not None else prepare_data(cfg, manifest)
+    from mujo.progress import TrialProgress
+
     data = {mode: data[mode] for mode in ecfg.calibrations}  # only what the trials use goes to the object store
-    num_classes = len(manifest["labels"])
+    num_classes = manifest.num_classes
+    from mujo.classifiers import keep_best, keep_spec
+
+    name = name or f"{cfg.run_name}-finetune"
+    keep = keep_spec(cfg, manifest, pretrained, name)
     trainable = tune.with_resources(
         tune.with_parameters(finetune_trial, data=data, pretrained=pretrained,
-                             evaluate=ecfg.model_dump(mode="json"), num_classes=num_classes),
+                             evaluate=ecfg.model_dump(mode="json"), num_classes=num_classes, keep=keep),
         {"cpu": ecfg.cpus_per_trial, **({"gpu": ecfg.gpus_per_trial} if ecfg.gpus_per_trial else {})})
     # No cap by default: Tune starts trials as resources free up, and on an autoscaling cluster the pending trials'
     # resource requests are what scale the workers up (a cap computed from the resources of the moment would pin
@@ -139,22 +126,26 @@ def run_fanout(cfg: MainConfig, pretrained: str, manifest: dict, data: dict[str,
         param_space=param_space(ecfg),
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(
-            name=name or f"{cfg.run_name}-finetune", **storage.ray_storage(storage.join(cfg.run_dir, "tune")),
-            failure_config=tune.FailureConfig(max_failures=ecfg.max_retries), verbose=0),
+            name=name, **storage.ray_storage(RunLayout.of(cfg).tune),
+            failure_config=tune.FailureConfig(max_failures=ecfg.max_retries), verbose=0,
+            callbacks=[TrialProgress("fan-out trials", len(ecfg.inputs) * len(ecfg.settings) * len(ecfg.fractions)
+                                     * ecfg.seeds * len(ecfg.calibrations))]),
     )
     grid = tuner.fit()
     rows = []
     for r in grid:
         metrics = r.metrics or {}
         failed = r.error is not None or not metrics.get("done", False)
-        rows.append({
-            "dataset": manifest["dataset"],
+        rows.append(TrialResult(  # the contract of a trials.csv row, checked as each row is made
+            dataset=manifest.dataset,
             **{k: r.config[k] for k in ("inputs", "setting", "fraction", "seed", "calibration")},
-            "status": "failed" if failed else "ok",
-            "error": _error_line(r.error),
+            status="failed" if failed else "ok",
+            error=_error_line(r.error),
             **{k: metrics.get(k) for k in ("test_macro_f1", "val_macro_f1", "best_epoch", "epoch",
                                            "train_samples")},
-            "trial_path": r.path,
-        })
+            trial_path=r.path,
+        ).model_dump())
     log.info("fan-out: %d trials, %d failed", len(rows), sum(r["status"] == "failed" for r in rows))
+    if keep:  # the best seed's classifier of each cell -> <run>/models/<dataset>/ (row["classifier"])
+        keep_best(rows, keep)
     return rows

@@ -23,7 +23,7 @@ from typing import Any
 
 from mujo import storage
 from mujo.config import MainConfig, SearchConfig
-from mujo.metrics import validation_metric_names
+from mujo.evaluate.metrics import validation_metric_names
 from mujo.models.mujo import ARTEFACT_CONFIG, ARTEFACT_WEIGHTS
 from mujo.run import RunLayout
 from mujo.train.schedule import Cadence
