@@ -94,6 +94,7 @@ def test_sigkill_worker_resumes_from_checkpoint(ray_session, tmp_path):
         by_step[state["step"]] = (d, state)
     d, state = by_step[resumed[0]]
     assert {"model", "optimizer", "scheduler", "rng", "history", "config"} <= set(state)
+    assert len(state["rng"]["torch_by_rank"]) == 2  # every rank's dropout stream, written by rank 0
     assert len(state["history"]) == resumed[0]
     model = load_pretrained(d)
     model.load_state_dict(state["model"])

@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 
 
-def _report(trainer: Trainer, metrics: dict, config: dict[str, Any], checkpoint: bool) -> None:
+def _report(trainer: Trainer, metrics: dict, checkpoint: bool) -> None:
     """``ray.train.report`` on every rank (a barrier); with ``checkpoint``, rank 0 attaches the trainer's state and
     a model artefact (the state is gathered on every rank first: it holds every rank's RNG stream)."""
     import ray.train
@@ -115,7 +115,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 metrics.update(trainer.report_summary())
                 if trainer.checkpoint_now() and tb is not None:
                     tb.sync()
-                _report(trainer, metrics, config, checkpoint=trainer.checkpoint_now())
+                _report(trainer, metrics, checkpoint=trainer.checkpoint_now())
         if seen <= offset:  # never loop forever on a shard that yields no (new) batch
             raise RuntimeError(
                 f"rank {rank}: the training shard gave {seen} full batch(es) of {pc.batch_size} in epoch {epoch}, "
@@ -143,8 +143,8 @@ def pretrain(cfg: MainConfig, manifest: dict, name: str | None = None, callbacks
     """Fit the TorchTrainer on a preprocessed dataset; returns (ray Result, artefact path).
 
     ``name`` is the Ray Train run name (a run started again with the same name resumes); the final model artefact
-    goes to ``artefact`` (default :attr:`mujo.run.RunLayout.pretrained`). ``callbacks`` go to the trainer's RunConfig (e.g.
-    Tune's ``TuneReportCallback`` when a Tune trial runs this)."""
+    goes to ``artefact`` (default :attr:`mujo.run.RunLayout.pretrained`). ``callbacks`` go to the trainer's RunConfig
+    (e.g. Tune's ``TuneReportCallback`` when a Tune trial runs this)."""
     import ray.data
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
