@@ -125,28 +125,34 @@ def save_pretrained(model: MuJoModel, path: str, extra: Mapping | None = None) -
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
     storage.write_bytes(storage.join(path, ARTEFACT_WEIGHTS), buf.getvalue())
-    storage.write_json(storage.join(path, ARTEFACT_CONFIG),
-                       {"format": ARTEFACT_FORMAT, "model": model.cfg.model_dump(mode="json"), **(extra or {})})
+    from mujo.run import PretrainedMeta, write_contract
+
+    meta = PretrainedMeta(format=ARTEFACT_FORMAT, model=model.cfg.model_dump(mode="json"), **(extra or {}))
+    write_contract(storage.join(path, ARTEFACT_CONFIG), meta)
 
 
 def load_pretrained(path: str, map_location: str = "cpu") -> MuJoModel:
     """Rebuild a model from an artefact folder written by :func:`save_pretrained` (or a pretraining checkpoint)."""
     from mujo import storage
 
-    meta = storage.read_json(storage.join(path, ARTEFACT_CONFIG))
-    if meta.get("format") != ARTEFACT_FORMAT:
-        raise ValueError(f"{path}: artefact format {meta.get('format')} is not {ARTEFACT_FORMAT}")
-    model = MuJoModel(ModelConfig.model_validate(meta["model"]))
+    meta = artefact_metadata(path)
+    model = MuJoModel(ModelConfig.model_validate(meta.model))
     state = torch.load(io.BytesIO(storage.read_bytes(storage.join(path, ARTEFACT_WEIGHTS))),
                        map_location=map_location, weights_only=True)
     model.load_state_dict(state)
     return model
 
 
-def artefact_metadata(path: str) -> dict:
+def artefact_metadata(path: str):
+    """The artefact's ``model.json`` as a validated :class:`mujo.run.PretrainedMeta` (an error naming the file when
+    it is missing, malformed or of another format)."""
     from mujo import storage
+    from mujo.run import PretrainedMeta, read_contract
 
-    return storage.read_json(storage.join(path, ARTEFACT_CONFIG))
+    meta = read_contract(storage.join(path, ARTEFACT_CONFIG), PretrainedMeta)
+    if meta.format != ARTEFACT_FORMAT:
+        raise ValueError(f"{path}: artefact format {meta.format} is not {ARTEFACT_FORMAT}")
+    return meta
 
 
 __all__ = ["MuJoModel", "build_model", "save_pretrained", "load_pretrained", "artefact_metadata"]

@@ -90,7 +90,7 @@ def run_embed(model: str, manifest: dict, out: str, cfg, start_ray=None, executo
 
     t0 = time.time()
     meta = artefact_metadata(model)  # a missing or foreign artefact fails here, before Ray
-    have = meta["model"]["modalities"]
+    have = meta.model["modalities"]
     lacking = [m for m in cfg.modalities if m not in have]
     if lacking:
         raise ValueError(f"{storage.join(model, 'model.json')}: the pretrained model has no encoder for {lacking} "
