@@ -141,7 +141,18 @@ def run_ray(plan: Plan, cfg: PreprocessConfig, embedders: list) -> list[dict]:
         "out_dirs": plan.out_dirs, "embedders": embedders, "text_batch_size": cfg.text_batch_size},
         batch_size=1, batch_format="numpy", num_cpus=cfg.window_cpus,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=most, initial_size=initial))
-    return [json.loads(r["record"]) for r in take_all(ds)]
+    from mujo import console
+
+    out = console.get()
+    done: set[str] = set()
+
+    def progress(row: dict) -> None:  # a file's records arrive together: count files whose last chunk arrived
+        record = json.loads(row["record"])
+        if record["chunk"] == record["chunks"] - 1:
+            done.add(record["file"])
+            out.progress("preprocess files", len(done), len(tasks))
+
+    return [json.loads(r["record"]) for r in take_all(ds, on_row=progress)]
 
 
 def run_local(plan: Plan, cfg: PreprocessConfig) -> list[dict]:
@@ -156,11 +167,17 @@ def run_local(plan: Plan, cfg: PreprocessConfig) -> list[dict]:
     return records
 
 
-def take_all(ds: Any) -> list[dict]:
-    """``ds.take_all()``, with a StorageError raised in a worker turned back into its one line (Ray Data wraps it in
-    a ``UserCodeException`` task error whose text is the worker's whole traceback)."""
+def take_all(ds: Any, on_row: Callable[[dict], None] | None = None) -> list[dict]:
+    """Every row of ``ds``, streamed (``on_row`` sees each as it arrives), with a StorageError raised in a worker
+    turned back into its one line (Ray Data wraps it in a ``UserCodeException`` task error whose text is the
+    worker's whole traceback)."""
     try:
-        return ds.take_all()
+        rows = []
+        for row in ds.iter_rows():
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+        return rows
     except Exception as exc:
         message = _storage_message(exc)
         if message is not None:
