@@ -14,7 +14,8 @@ What each timed figure includes (windows/s = windows predicted / seconds):
   job run first, printed separately): the same work in a pool of model actors, including starting them;
 - the ceiling, measured the way ``benchmarks/preprocess_throughput.py`` measures it: the file work alone
   (:func:`mujo.pipelines.predict.predict_file`) in ``--cpus`` bare processes started and warmed beforehand (the
-  artefact loaded, one file predicted), each taking every n-th file; no start, no scheduler.
+  artefact loaded, one file predicted), each taking every n-th file, with cpus / processes torch threads each (a
+  Ray actor of one CPU gets one); no start, no scheduler.
 
 The sides run alternately ``--repeat`` times and every run must give the same predicted labels and probabilities
 within 1e-5 (checked); medians are compared. Then the driver's peak memory (``ru_maxrss`` of a fresh driver process attached to the same cluster) for
@@ -121,8 +122,12 @@ def ray_once(model: str, raw: str, out: str) -> float:
     return time.time() - t
 
 
-def _bare_worker(model: str, files: list[str], out: str, params: dict, barrier, results) -> None:
+def _bare_worker(model: str, files: list[str], out: str, params: dict, threads: int, barrier, results) -> None:
+    import torch
+
     from mujo.models.artefact import load_classifier
+
+    torch.set_num_threads(threads)  # as Ray gives an actor of num_cpus=1 one thread: no oversubscription
     from mujo.pipelines.predict import _key, predict_file
 
     artefact = load_classifier(model)
@@ -133,7 +138,7 @@ def _bare_worker(model: str, files: list[str], out: str, params: dict, barrier, 
     results.put(len(files))
 
 
-def bare_seconds(model: str, raw: str, out: str, processes: int) -> float:
+def bare_seconds(model: str, raw: str, out: str, processes: int, cpus: int) -> float:
     from mujo.models.artefact import load_classifier
     from mujo.pipelines.predict import plan
 
@@ -146,7 +151,9 @@ def bare_seconds(model: str, raw: str, out: str, processes: int) -> float:
     files = [t["file"] for t in p.todo]
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(processes + 1), ctx.Queue()
-    procs = [ctx.Process(target=_bare_worker, args=(model, files[i::processes], out, params, barrier, results))
+    threads = max(1, cpus // processes)
+    procs = [ctx.Process(target=_bare_worker, args=(model, files[i::processes], out, params, threads, barrier,
+                                                    results))
              for i in range(processes)]
     for proc in procs:
         proc.start()
@@ -198,8 +205,8 @@ def main() -> None:
         Path(f).read_bytes()
 
     print(f"ceiling: file work in {args.cpus} bare processes vs 1 ...")
-    bare_n = bare_seconds(model, raw, os.path.join(work, "bare-n"), args.cpus)
-    bare_1 = bare_seconds(model, raw, os.path.join(work, "bare-1"), 1)
+    bare_n = bare_seconds(model, raw, os.path.join(work, "bare-n"), args.cpus, args.cpus)
+    bare_1 = bare_seconds(model, raw, os.path.join(work, "bare-1"), 1, args.cpus)
 
     import ray
 
