@@ -217,10 +217,10 @@ class Fit:
     """A form's loss peak per rank, bytes = alpha + beta * linear(B, W) + gamma * quadratic(B, W).
 
     Least-squares fit through the measured points at one W, in the variables each form's tensors scale with, so that
-    it carries over to another W: naive: B and B^2 (every rank holds B x B matrices); local: B (the gathered
-    features) and b * B (the logits of its b rows); tiled: B alone (the gathered features and their gradient; its
-    b-sized buffers are counted with them, which over-states it at larger W); tiled+ring: b alone (nothing of size
-    B, the logits are tiles of fixed size)."""
+    it carries over to another W: naive: B and B^2 (every rank holds B x B matrices); local: b * B (the logits of
+    its b rows; its gathered features, of size B, are counted with them, which under-states it at larger W); tiled:
+    B alone (the gathered features and their gradient; its b-sized buffers are counted with them, which over-states
+    it at larger W); tiled+ring: b alone (nothing of size B, the logits are tiles of fixed size)."""
 
     form: str
     alpha: float
@@ -229,9 +229,9 @@ class Fit:
 
     @staticmethod
     def terms(form: str, batch: int, world: int) -> tuple[float, ...]:
-        """The variables besides the constant: naive B, B^2; local B, b*B; tiled B; tiled+ring b."""
+        """The variables besides the constant: naive B, B^2; local b*B; tiled B; tiled+ring b."""
         b = batch / world
-        return {"naive": (batch, batch**2), "local": (batch, b * batch), "tiled": (batch,), "tiled+ring": (b,)}[form]
+        return {"naive": (batch, batch**2), "local": (b * batch,), "tiled": (batch,), "tiled+ring": (b,)}[form]
 
     @classmethod
     def through(cls, points: dict[int, int], form: str, world: int) -> Fit:
@@ -270,6 +270,9 @@ def main() -> None:
     parser.add_argument("--forms", default=",".join(FORMS_MEASURED), help="comma-separated forms to measure")
     parser.add_argument("--tile", type=int, default=None, help="tile edge of the tiled forms (default per device)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--results", type=Path, default=None, help=(
+        "JSON lines file: rows measured by earlier runs are read from it (marked *) and new rows appended, so a "
+        "shared machine can measure one configuration at a time"))
     args = parser.parse_args()
     batches = sorted({int(x) for x in args.batches.split(",")})
     worlds = sorted({int(w) for w in args.worlds.split(",")})
@@ -286,12 +289,23 @@ def main() -> None:
           f"float32, device={args.device}, {os.cpu_count()} CPU cores, tile={args.tile or 'default'}")
     print(f"{'W':>2}  {'B':>6}  {'form':<10}  {'per-rank peak MiB':>17}  {'time s':>7}  {'CPU s':>7}  {'loss':>8}")
     rows: dict[tuple[int, int, str], RankResult] = {}
+    if args.results is not None and args.results.exists():
+        for line in args.results.read_text().splitlines():
+            rec = json.loads(line)
+            if rec["dim"] != args.dim or rec["device"] != args.device:
+                continue
+            row = RankResult(**rec["result"])
+            rows[rec["world"], rec["batch"], rec["form"]] = row
+            print(f"{rec['world']:>2}  {rec['batch']:>6}  {rec['form']:<10}  {row.peak_bytes / MIB:>17.0f}  "
+                  f"{row.seconds:>7.1f}  {row.cpu_seconds:>7.1f}  {row.loss:>8.4f}  *", flush=True)
     for world in worlds:
         if args.device == "cuda" and torch.cuda.device_count() < world:
             print(f"W={world}: skipped, only {torch.cuda.device_count()} CUDA devices")
             continue
         for batch in batches:
             for form in forms:
+                if (world, batch, form) in rows:
+                    continue  # measured by an earlier run (--results)
                 if args.device == "cpu":
                     need = world * estimate_bytes(form, batch, world, args.dim)
                     if need > MEMORY_HEADROOM * available_bytes():
@@ -307,6 +321,10 @@ def main() -> None:
                     method=results[0].method,
                 )
                 rows[world, batch, form] = row
+                if args.results is not None:
+                    with args.results.open("a") as f:
+                        f.write(json.dumps({"dim": args.dim, "device": args.device, "world": world, "batch": batch,
+                                            "form": form, "result": asdict(row)}) + "\n")
                 print(f"{world:>2}  {batch:>6}  {form:<10}  {row.peak_bytes / MIB:>17.0f}  {row.seconds:>7.1f}  "
                       f"{row.cpu_seconds:>7.1f}  {row.loss:>8.4f}", flush=True)
     if not rows:
@@ -315,7 +333,7 @@ def main() -> None:
     world = max(w for w, _, _ in rows)
     width = len(MODALITIES) * args.dim
     print(f"projected largest global batch (loss peak fitted per form at W={world}; not measured at that size):")
-    for form in forms:
+    for form in FORMS_MEASURED:
         points = {batch: r.peak_bytes for (w, batch, f), r in rows.items() if w == world and f == form}
         if len(points) < 2:
             continue
@@ -334,9 +352,18 @@ def main() -> None:
     if (world, 8192, default) in rows and (world, 16384, default) in rows:
         growth = rows[world, 16384, default].peak_bytes / rows[world, 8192, default].peak_bytes
         print(f"memory growth tiled B=8192->16384: {growth:.2f} (goal <= {GROWTH_GOAL})")
-    if (world, 16384, default) in rows and (world, 16384, "local") in rows:
-        ratio = rows[world, 16384, default].peak_bytes / rows[world, 16384, "local"].peak_bytes
-        print(f"per-rank memory tiled/local at W={world}, B=16384: {ratio:.2f} (goal <= {RATIO_GOAL})")
+    if (world, 16384, default) in rows:
+        local = rows.get((world, 16384, "local"))
+        local_bytes = None if local is None else float(local.peak_bytes)
+        points = {batch: r.peak_bytes for (w, batch, f), r in rows.items() if w == world and f == "local"}
+        if local_bytes is None and len(points) >= 2:
+            fit = Fit.through(points, "local", world)
+            local_bytes = fit.rank_bytes(16384, world, width, per_process=0) - 2 * (16384 // world) * width * 4
+            print(f"local at W={world}, B=16384 not measured (memory): its per-rank peak projected from "
+                  f"B={sorted(points)}: {local_bytes / MIB:.0f} MiB")
+        if local_bytes:
+            ratio = rows[world, 16384, default].peak_bytes / local_bytes
+            print(f"per-rank memory tiled/local at W={world}, B=16384: {ratio:.2f} (goal <= {RATIO_GOAL})")
 
 
 if __name__ == "__main__":

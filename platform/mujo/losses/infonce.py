@@ -70,7 +70,7 @@ import torch.distributed.nn  # registers torch.distributed.nn.functional: collec
 import torch.nn.functional as F
 from torch import Tensor
 
-from mujo.losses.tiled import build_plan, default_tile_size, tiled_lse_sums
+from mujo.losses.tiled import build_plan, default_tile_size, tiled_ce_sums
 from mujo.schema import MODALITIES
 
 __all__ = [
@@ -310,9 +310,8 @@ class MuJoLoss(torch.nn.Module):
                        world: int, rank: int) -> LossOutput:
         """The tiled form (``mujo.losses.tiled``): this rank's rows, every column, no logit matrix kept.
 
-        Per pair the summed cross-entropies are (LSE sums of both directions) - 2 * s * (sum of positive cosines);
-        the LSE sums come from the tiled function, the positives from plain autograd (both embeddings of a sample
-        are on its rank). Scaling as in the local form: ``loss = W * l_r``.
+        Per pair the tiled function returns the summed cross-entropies of this rank's valid rows in both directions
+        (LSE sums - 2 * s * the positive cosines). Scaling as in the local form: ``loss = W * l_r``.
         """
         ref = feats[0]
         index = {m: i for i, m in enumerate(self.modalities)}
@@ -324,14 +323,12 @@ class MuJoLoss(torch.nn.Module):
         if not plan.directions:  # no pair has a valid sample anywhere: an exact zero, still connected to the inputs
             return LossOutput(loss=sum(f[:0].sum() for f in feats) + scale.reshape(-1)[:0].sum(), per_pair={})
         columns = None if self.ring else gather_features(torch.cat(feats, dim=1), self.gather_with_grad)
-        lse_sums = tiled_lse_sums(plan, feats, scale, columns)  # (P,)
+        ce_sums = tiled_ce_sums(plan, feats, scale, columns)  # (P,) summed cross-entropies of this rank's rows
         terms: dict[str, Tensor] = {}
         factor = float(world)
-        for p, ((a, c), (ia, ic)) in enumerate(zip(self.pairs, pairs)):
-            if n_global[p] == 0:
-                continue
-            positives = torch.where(plan.row_weight_mask[p], torch.linalg.vecdot(feats[ia], feats[ic]), 0).sum()
-            terms[pair_key(a, c)] = (lse_sums[p] - 2 * scale * positives) * (factor / (2 * n_global[p]))
+        for p, (a, c) in enumerate(self.pairs):
+            if n_global[p] > 0:
+                terms[pair_key(a, c)] = ce_sums[p] * (factor / (2 * n_global[p]))
         total_weight = sum(self.pair_weights[k] for k in terms)
         loss = sum(self.pair_weights[k] * t for k, t in terms.items()) / total_weight
         return LossOutput(loss=loss, per_pair={k: t.detach() for k, t in terms.items()})

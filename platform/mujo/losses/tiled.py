@@ -4,9 +4,9 @@ For a pair (a, c) and the valid samples V, the summed cross-entropies of this ra
 
     sum_{i in rows, i in V} [ LSE_{j in V}(s a_i . c_j) - s a_i . c_i ]  +  the same with a and c swapped.
 
-The positive logits ``s a_i . c_i`` are local (both embeddings of sample i live on its rank) and are left to plain
-autograd (:class:`mujo.losses.MuJoLoss`). This module computes the other half, the row-wise log-sum-exps over all
-B columns, for every pair and both directions at once, as a custom autograd function:
+The positive logits ``s a_i . c_i`` are local (both embeddings of sample i live on its rank); the row-wise
+log-sum-exps run over all B columns. One custom autograd function computes both, for every pair and both directions
+at once (the positives inside it too, so their gradients add into the same buffers instead of new ones):
 
 * **Forward**: for each square tile of (local rows) x (columns) and each direction (row modality a, column
   modality c), the logits ``s * a_rows @ c_cols.T`` of that tile only, invalid columns set to -inf, reduced to a
@@ -34,8 +34,9 @@ Columns come from one of two sources:
   (r - t) mod W, posts the send of it to rank r + 1 and the receive of the next one from rank r - 1, then computes
   on the block it holds while they travel. In the backward the blocks go round again, each with the gradient of
   its columns: rank r adds its contribution and passes the sum on, and after W hops every block's gradient arrives
-  at its owner, complete. A rank holds two column blocks at a time forward, and in the backward two blocks plus
-  three block-sized gradient buffers (its own contribution, the one arriving, the one leaving): O(b * M * D).
+  at its owner, complete. A rank holds two column blocks at a time, and in the backward also two block-sized
+  gradient buffers (the partial sum it adds to and sends on, the one it receives into) and its rows' gradient:
+  O(b * M * D) in all.
 
 Every rank must call the forward and backward (both are collectives in the ring form): :class:`MuJoLoss` keeps the
 function's output in the loss of every rank whenever any pair has a valid sample in the global batch.
@@ -51,7 +52,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["DEFAULT_TILE", "TilePlan", "default_tile_size", "tiled_lse_sums"]
+__all__ = ["DEFAULT_TILE", "TilePlan", "default_tile_size", "tiled_ce_sums"]
 
 DEFAULT_TILE = {"cpu": 1024, "cuda": 4096}  # rows and columns of one logit tile (see benchmarks/README.md)
 _BLOCK_TAG, _GRAD_TAG = 17, 18  # point-to-point tags: gloo matches messages per (peer, tag)
@@ -68,9 +69,10 @@ class TilePlan:
 
     ``directions``: (pair index, row modality index, column modality index), two per contributing pair.
     ``row_weight_mask``: (P, b) bool, this rank's rows valid in each pair. ``row_present``: (b, M) bool, this
-    rank's rows that have each modality; ``present_all[m]``: all of them have modality m. ``col_valid``: (P, B) bool, valid columns of each pair in the global
-    batch. ``rows_any[p]``: this rank has a valid row in pair p. ``tile_any[k][t][p]`` / ``tile_all[k][t][p]``:
-    column tile t of block k has some / only valid columns of pair p (host lists, so no tile needs a device sync).
+    rank's rows that have each modality; ``present_all[m]``: all of them have modality m. ``col_valid``: (P, B)
+    bool, valid columns of each pair in the global batch. ``rows_any[p]``: this rank has a valid row in pair p.
+    ``tile_any[k][t][p]`` / ``tile_all[k][t][p]``: column tile t of block k has some / only valid columns of pair p
+    (host lists, so no tile needs a device sync).
     """
 
     n_mod: int
@@ -148,8 +150,9 @@ def build_plan(pairs: Sequence[tuple[int, int]], local_present: Tensor, global_v
     return plan, list(n_global), list(n_rows)
 
 
-def tiled_lse_sums(plan: TilePlan, features: Sequence[Tensor], scale: Tensor, columns: Tensor | None) -> Tensor:
-    """Per pair, the sum over this rank's valid rows of both directions' log-sum-exp over the valid columns.
+def tiled_ce_sums(plan: TilePlan, features: Sequence[Tensor], scale: Tensor, columns: Tensor | None) -> Tensor:
+    """Per pair, the summed cross-entropies of this rank's valid rows in both directions: the log-sum-exps over the
+    valid columns minus twice the scaled positive cosines.
 
     ``features``: M tensors (b, D), this rank's embeddings in modality order; ``scale``: the logit scale (scalar
     tensor); ``columns``: (B, M * D) gathered embeddings (modality-major columns), or None for the ring form. Returns
@@ -160,14 +163,14 @@ def tiled_lse_sums(plan: TilePlan, features: Sequence[Tensor], scale: Tensor, co
         raise ValueError(f"expected {plan.n_mod} feature tensors, got {len(features)}")
     if plan.ring != (columns is None):
         raise ValueError("the ring form takes no gathered columns; the gathered form needs them")
-    return _TiledLSE.apply(plan, scale, *features, *([] if columns is None else [columns]))
+    return _TiledCE.apply(plan, scale, *features, *([] if columns is None else [columns]))
 
 
 Block = list  # M tensors (b, D): one column block of every modality (views or ring buffers)
 
 
-class _TiledLSE(torch.autograd.Function):
-    """Forward: per-pair sums of row LSEs (tile by tile). Backward: tiles recomputed from the saved row LSEs."""
+class _TiledCE(torch.autograd.Function):
+    """Forward: per-pair sums of cross-entropies (LSEs tile by tile). Backward: tiles recomputed from the saved LSEs."""
 
     @staticmethod
     def forward(ctx, plan: TilePlan, scale: Tensor, *tensors: Tensor) -> Tensor:  # type: ignore[override]
@@ -180,11 +183,16 @@ class _TiledLSE(torch.autograd.Function):
         for k, block in _blocks(plan, feats, gathered):
             _forward_block(plan, s, feats, block, k, lse)
         sums = ref.new_zeros(plan.n_pairs)
-        for i, (p, _, _) in enumerate(plan.directions):
+        positives = ref.new_zeros(plan.n_pairs)  # per pair: sum of a_i . c_i over this rank's valid rows
+        for i, (p, a, c) in enumerate(plan.directions):
             if i in lse:
                 sums[p] += torch.where(plan.row_weight_mask[p], lse[i], 0).sum()
+                if i % 2 == 0:  # once per pair
+                    cosines = torch.linalg.vecdot(feats[a], feats[c])
+                    positives[p] = torch.where(plan.row_weight_mask[p], cosines, 0).sum()
+        sums -= 2 * s * positives
         ctx.plan, ctx.lse_keys, ctx.has_gathered = plan, sorted(lse), gathered is not None
-        ctx.save_for_backward(scale, *feats, *[lse[i] for i in sorted(lse)],
+        ctx.save_for_backward(scale, positives, *feats, *[lse[i] for i in sorted(lse)],
                               *([] if gathered is None else [gathered]))
         return sums
 
@@ -193,11 +201,12 @@ class _TiledLSE(torch.autograd.Function):
     def backward(ctx, grad_sums: Tensor):  # type: ignore[override]
         plan: TilePlan = ctx.plan
         saved = ctx.saved_tensors
-        scale, feats = saved[0], list(saved[1:1 + plan.n_mod])
-        lse = dict(zip(ctx.lse_keys, saved[1 + plan.n_mod:1 + plan.n_mod + len(ctx.lse_keys)]))
+        scale, positives, feats = saved[0], saved[1], list(saved[2:2 + plan.n_mod])
+        lse = dict(zip(ctx.lse_keys, saved[2 + plan.n_mod:2 + plan.n_mod + len(ctx.lse_keys)]))
         gathered = saved[-1] if ctx.has_gathered else None
         s = scale.detach().item()
-        bias = _weighted_bias(plan, grad_sums.to(feats[0].dtype), lse)
+        grad_sums = grad_sums.to(feats[0].dtype)
+        bias = _weighted_bias(plan, grad_sums, lse)
         u = [torch.zeros_like(f) for f in feats]  # d(weighted LSE sums) / d(scaled rows), per modality
         grad_gathered = None
         if gathered is not None:
@@ -212,15 +221,22 @@ class _TiledLSE(torch.autograd.Function):
             for m, (f, g) in enumerate(zip(feats, u)):
                 rows = f if plan.present_all[m] else torch.where(plan.row_present[:, m, None], f, 0)
                 total += torch.vdot(rows.reshape(-1), g.reshape(-1))
+            total -= 2 * (grad_sums * positives).sum()
             grad_scale = total.reshape(scale.shape).to(scale.dtype)
         grads = [g.mul_(s) for g in u]
         if gathered is None:
             for g, o in zip(grads, own):
                 g += o
+        for i, (p, a, c) in enumerate(plan.directions):  # positives: -2 s w_i c_i into a_i, -2 s w_i a_i into c_i
+            if i % 2 == 0 and i in lse:
+                w = torch.where(plan.row_weight_mask[p], grad_sums[p], 0)[:, None]
+                grads[a].addcmul_(w, _zeroed(plan, feats, c), value=-2 * s)
+                grads[c].addcmul_(w, _zeroed(plan, feats, a), value=-2 * s)
         return None, grad_scale, *grads, *([] if gathered is None else [grad_gathered])
 
 
-def _weighted_bias(plan: TilePlan, grad_sums: Tensor, lse: dict[int, Tensor]) -> dict[int, tuple[Tensor, Tensor | None]]:
+def _weighted_bias(plan: TilePlan, grad_sums: Tensor,
+                   lse: dict[int, Tensor]) -> dict[int, tuple[Tensor, Tensor | None]]:
     """Per direction: (bias, weight) such that ``weight * exp(logit + bias)`` is the row's upstream gradient times its
     softmax. With a non-negative upstream gradient (the usual case) the weight is folded into the bias (log w - lse,
     -inf for rows that are not valid: exp gives an exact 0) and ``weight`` is None."""
@@ -273,6 +289,11 @@ def _exchange(send: Block, recv: Block, rank: int, world: int, tag: int) -> list
 def _wait(works: list) -> None:
     for w in works:
         w.wait()
+
+
+def _zeroed(plan: TilePlan, feats: list[Tensor], m: int) -> Tensor:
+    """This rank's embeddings of modality ``m``, zero where the sample lacks it."""
+    return feats[m] if plan.present_all[m] else torch.where(plan.row_present[:, m, None], feats[m], 0)
 
 
 def _row_chunk(plan: TilePlan, feats: list[Tensor], a: int, r0: int, r1: int) -> Tensor:
@@ -337,29 +358,26 @@ def _backward_block(plan: TilePlan, s: float, feats: list[Tensor], block: Block,
 def _ring_backward(plan: TilePlan, s: float, feats: list[Tensor], bias: dict[int, tuple[Tensor, Tensor | None]],
                    u: list[Tensor]) -> Block:
     """Blocks go round again, each followed by the gradient of its columns; returns this rank's own block's column
-    gradient, summed over all ranks."""
+    gradient, summed over all ranks.
+
+    Two gradient buffers alternate: the one holding the block's partial sum (received from the previous rank, to
+    which this rank adds its tiles, then sent on) and the one being received into. The partial sum is awaited
+    before the tiles are computed (it left the previous rank when that rank finished the same step, so the wait is
+    one transfer); the next block is received while the tiles are computed."""
     world, rank = plan.world, plan.rank
-    zeros = lambda: [torch.zeros_like(f) for f in feats]  # noqa: E731
-    mine = zeros()  # this rank's contribution to the gradient of the block it holds
-    incoming: Block | None = None  # the sum of the previous ranks' contributions to that block, arriving
-    outgoing: Block | None = None  # the sum sent on at the previous step, leaving
+    acc = [torch.zeros_like(f) for f in feats]  # the gradient of the block held; at step 0 this rank's own block
+    spare: Block | None = None
     grad_works: list = []
-    for k, block in _blocks(plan, feats, None):
-        _backward_block(plan, s, feats, block, k, bias, u, mine)
+    for t, (k, block) in enumerate(_blocks(plan, feats, None)):
+        if t > 0:
+            _wait(grad_works)  # the partial sum of block k has arrived in ``spare``; the last send is done
+            acc, spare = spare, acc
+        _backward_block(plan, s, feats, block, k, bias, u, acc)
         if world == 1:
-            return mine
-        _wait(grad_works)  # the previous step's gradient send and receive are complete
-        if incoming is not None:
-            for x, y in zip(mine, incoming):
-                x += y  # contributions of the ranks that held block k before this one, then ours
-        outgoing, mine = mine, outgoing
-        if mine is None:
-            mine = zeros()
-        else:
-            for x in mine:
-                x.zero_()
-        incoming = incoming if incoming is not None else [torch.empty_like(f) for f in feats]
-        grad_works = _exchange(outgoing, incoming, rank, world, _GRAD_TAG)
+            return acc
+        if spare is None:
+            spare = [torch.empty_like(f) for f in feats]
+        grad_works = _exchange(acc, spare, rank, world, _GRAD_TAG)
     _wait(grad_works)
-    assert incoming is not None
-    return incoming
+    assert spare is not None
+    return spare
