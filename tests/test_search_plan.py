@@ -10,6 +10,7 @@ import pytest
 from mujo import storage
 from mujo.config import MainConfig, load_config
 from mujo.models.mujo import ARTEFACT_CONFIG, ARTEFACT_WEIGHTS
+from mujo.run import Manifest, QuarantineSummary
 from mujo.train import schedule
 from mujo.tune.search_plan import (
     CHECKPOINT_KEY,
@@ -25,7 +26,17 @@ CONFIG = ["run_name=plan", "pretrain.batch_size=8", "pretrain.epochs=4", "pretra
           "pretrain.checkpoint_every_steps=6", "search.lr=[0.00001, 0.01]", "search.proj_layers=[2]",
           "search.dropout=[0.1, 0.1]", "search.loss_form=[all_pairs, text_anchor]", "search.grace_period=4",
           "search.points=[{lr: 0.01, proj_layers: 2, loss_form: all_pairs}, {proj_layers: 2}]"]
-MANIFEST = {"rows": {"train": 64, "val": 16}}
+
+
+def manifest(train_rows: int) -> Manifest:
+    """A preprocessed dataset as the search sees it (only the row counts matter to the plan)."""
+    return Manifest(schema_version="test", dataset="mini", raw="/raw/mini", labels=["a", "b"], video_dim=16,
+                    text_dim=384, shards={"train": [], "val": []}, counts={}, rows={"train": train_rows, "val": 16},
+                    stats={}, quarantine=QuarantineSummary(count=0, files=0, clips=0, share=0.0, entries=[]),
+                    clips=8, seconds=80.0)
+
+
+MANIFEST = manifest(64)
 
 
 def plan(tmp_path, *overrides: str, name: str = "exp") -> SearchPlan:
@@ -58,7 +69,7 @@ def test_iterations_are_the_trainers_reports(tmp_path):
     assert len(warned) == 2 and "before the first validation (Tune iteration 2)" in warned[0]
     assert "leaving less than one for Ray Data" in warned[1]
     with pytest.raises(Exception, match="no full batch per epoch"):
-        SearchPlan.of(p.cfg, {"rows": {"train": 8}})
+        SearchPlan.of(p.cfg, manifest(8))
 
 
 def test_paths_are_the_run_layouts(tmp_path):

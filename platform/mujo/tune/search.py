@@ -46,7 +46,7 @@ from typing import Any
 
 from mujo import raycompat, storage
 from mujo.config import MainConfig, SearchConfig
-from mujo.run import RunLayout
+from mujo.run import Manifest, RunLayout
 from mujo.tune.search_plan import (  # noqa: F401 - the planning API, re-exported where callers found it
     DIMENSIONS,
     CarryForward,
@@ -117,7 +117,8 @@ def _abort_running_train(iterations_done: int) -> None:
         thread.join(timeout=30)
 
 
-def search_trial(config: dict[str, Any], plan: SearchPlan, manifest: Any, data_progress_bars: bool = False) -> None:
+def search_trial(config: dict[str, Any], plan: SearchPlan, manifest: Manifest,
+                 data_progress_bars: bool = False) -> None:
     """One Tune trial (a function trainable): one pretraining run with the sampled values."""
     import threading
 
@@ -151,7 +152,7 @@ def search_trial(config: dict[str, Any], plan: SearchPlan, manifest: Any, data_p
             handles.shutdown()
 
 
-def _trainable(plan: SearchPlan, manifest: Any) -> Any:
+def _trainable(plan: SearchPlan, manifest: Manifest) -> Any:
     """The trial as a Tune trainable: :func:`search_trial` with its parameters, whose ``cleanup`` (Tune's hook when
     it stops a trial) first aborts the trial's Train run; with the trial's resources."""
     import ray
@@ -172,7 +173,7 @@ def _trainable(plan: SearchPlan, manifest: Any) -> Any:
     return tune.with_resources(SearchTrial, plan.trial_resources)
 
 
-def _tuner(plan: SearchPlan, manifest: Any) -> Any:
+def _tuner(plan: SearchPlan, manifest: Manifest) -> Any:
     """Tune's Tuner for the plan: the search algorithm, ASHA, the trainable, storage under the run's search
     folder."""
     from ray import tune
@@ -218,7 +219,7 @@ def _row(plan: SearchPlan, result: Any) -> dict[str, Any]:
                     plan.completed(trial_id))
 
 
-def run_search(cfg: MainConfig, manifest: Any, name: str | None = None) -> dict:
+def run_search(cfg: MainConfig, manifest: Manifest, name: str | None = None) -> dict:
     """Run the search on a preprocessed pretraining dataset; write ``trials.json``, ``best.json`` and
     ``best_model`` under the run's search folder; return the summary (``best``, ``trials``, paths)."""
     import ray
@@ -234,7 +235,7 @@ def run_search(cfg: MainConfig, manifest: Any, name: str | None = None) -> dict:
     return plan.finish(rows)
 
 
-def ensure_manifest(cfg: MainConfig, run_dir: str | None = None) -> dict:
+def ensure_manifest(cfg: MainConfig, run_dir: str | None = None) -> Manifest:
     """The pretraining dataset's manifest; generates and preprocesses that dataset first when it has none."""
     from mujo.pipelines.generate import generate
     from mujo.pipelines.preprocess import preprocess, read_manifest

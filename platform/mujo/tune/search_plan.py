@@ -25,7 +25,7 @@ from mujo import storage
 from mujo.config import MainConfig, SearchConfig
 from mujo.evaluate.metrics import validation_metric_names
 from mujo.models.mujo import ARTEFACT_CONFIG, ARTEFACT_WEIGHTS
-from mujo.run import RunLayout
+from mujo.run import Manifest, RunLayout
 from mujo.train.schedule import Cadence
 
 # search dimension -> (config section, field)
@@ -118,12 +118,12 @@ def error_line(error: BaseException | None) -> str:
     return (lines[-1] if lines else type(error).__name__)[:300]
 
 
-def cadence(cfg: MainConfig, manifest) -> Cadence:
+def cadence(cfg: MainConfig, manifest: Manifest) -> Cadence:
     """The pretraining cadence of ``cfg`` on the manifest's train split (what the trainer follows)."""
-    return Cadence.of(cfg.pretrain, manifest["rows"]["train"])
+    return Cadence.of(cfg.pretrain, manifest.rows_of("train"))
 
 
-def report_steps(cfg: MainConfig, manifest) -> list[int]:
+def report_steps(cfg: MainConfig, manifest: Manifest) -> list[int]:
     """The steps at which a pretraining run reports (= its Tune iterations)."""
     return cadence(cfg, manifest).report_steps()
 
@@ -132,12 +132,12 @@ def _first_validation(c: Cadence) -> int:
     return c.report_steps().index(c.steps_per_epoch) + 1
 
 
-def expected_iterations(cfg: MainConfig, manifest) -> int:
+def expected_iterations(cfg: MainConfig, manifest: Manifest) -> int:
     """Tune iterations of a trial that runs to its end (no retry)."""
     return len(report_steps(cfg, manifest))
 
 
-def first_validation_iteration(cfg: MainConfig, manifest) -> int:
+def first_validation_iteration(cfg: MainConfig, manifest: Manifest) -> int:
     """The Tune iteration that first carries validation metrics (the end of the first epoch)."""
     return _first_validation(cadence(cfg, manifest))
 
@@ -187,7 +187,7 @@ class SearchPlan:
     cadence: Cadence
 
     @classmethod
-    def of(cls, cfg: MainConfig, manifest, name: str | None = None) -> "SearchPlan":
+    def of(cls, cfg: MainConfig, manifest: Manifest, name: str | None = None) -> "SearchPlan":
         """The plan of ``cfg.search`` on a preprocessed pretraining dataset (its manifest); a value of the space
         that makes an invalid config, or a schedule without a full batch, fails here."""
         cfg = with_absolute_root(cfg)
