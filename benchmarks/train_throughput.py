@@ -32,6 +32,7 @@ from mujo import storage  # noqa: E402
 from mujo.config import load_config  # noqa: E402
 from mujo.losses import MuJoLoss  # noqa: E402
 from mujo.models import build_model  # noqa: E402
+from mujo.run import Manifest, read_contract  # noqa: E402
 from mujo.schema import MASK_COLUMNS, TENSOR_MODALITY_COLUMN, read_shard, table_to_batch  # noqa: E402
 from mujo.train.pretrain import train_step  # noqa: E402
 
@@ -76,12 +77,12 @@ def main() -> None:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     tmp = tempfile.mkdtemp(prefix="mujo-bench-")
-    manifest = storage.read_json(args.manifest) if args.manifest else small_corpus(tmp)
+    manifest = read_contract(args.manifest, Manifest) if args.manifest else small_corpus(tmp)
     cfg = load_config(None, [f"pretrain.batch_size={args.batch}"])
     columns = [TENSOR_MODALITY_COLUMN[m] for m in cfg.model.modalities] + \
               [MASK_COLUMNS[m] for m in cfg.model.modalities]
-    shards = manifest["shards"]["train"]
-    rows = sum(manifest["rows"]["train"] for _ in [0])
+    shards = manifest.shards["train"]
+    rows = sum(manifest.rows_of("train") for _ in [0])
     steps = min(args.steps, rows // args.batch - 1)
 
     def ray_batches():
@@ -101,8 +102,8 @@ def main() -> None:
                 idx = perm[i:i + args.batch]
                 yield {c: v[idx] for c, v in memory.items()}
 
-    fed = run(ray_batches(), steps, cfg, manifest["stats"])
-    mem = run(memory_batches(), steps, cfg, manifest["stats"])
+    fed = run(ray_batches(), steps, cfg, {m: st.model_dump() for m, st in manifest.stats.items()})
+    mem = run(memory_batches(), steps, cfg, {m: st.model_dump() for m, st in manifest.stats.items()})
     print(f"rows={rows} batch={args.batch} steps={steps} threads={torch.get_num_threads()}")
     print(f"ray data fed: {fed:8.1f} samples/s")
     print(f"in memory:    {mem:8.1f} samples/s")

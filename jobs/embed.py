@@ -34,7 +34,7 @@ def main() -> None:
     except (storage.StorageError, ValueError) as exc:
         raise InputError(str(exc)) from None
     echo()
-    echo(f"embeddings of {manifest['dataset']} by {model} (digest {out['model_digest']}): "
+    echo(f"embeddings of {manifest.dataset} by {model} (digest {out['model_digest']}): "
           + ", ".join(f"{m} {n} windows" for m, n in out["rows"].items()) + f" -> {out['out']}")
     echo("search them: mujo.retrieval.load_embeddings(...), search(...), label_by_text(...) (docs/model-path.md)")
 

@@ -18,9 +18,8 @@ def main() -> None:
     init_ray(cfg.ray)
     manifests = preprocess(datasets, run_dir, cfg.preprocess)
     for name, m in manifests.items():
-        q = m["quarantine"]
-        echo(f"{name}: windows {m['rows']}, quarantined clips {q['clips']} ({q['count']} entries, "
-              f"{q['files']} whole files)")
+        q = m.quarantine
+        echo(f"{name}: windows {m.rows}, quarantined clips {q.clips} ({q.count} entries, {q.files} whole files)")
 
 
 if __name__ == "__main__":

@@ -37,5 +37,5 @@ def make_run(root: str, extra: list[str] | None = None):
     write_raw(cfg.run_dir)
     manifest = preprocess({"tinyhar": VIDEO_DIM}, cfg.run_dir, cfg.preprocess, executor="local")["tinyhar"]
     pretrained = storage.join(cfg.run_dir, "pretrain", "model")
-    save_pretrained(build_model(cfg.model, stats=manifest["stats"], seed=0), pretrained)
+    save_pretrained(build_model(cfg.model, stats={m: st.model_dump() for m, st in manifest.stats.items()}, seed=0), pretrained)
     return cfg, manifest, pretrained

@@ -42,13 +42,13 @@ def test_round_trip_reproduces_in_memory_predictions_exactly(trained):
 def test_card_states_classes_contract_metrics_and_provenance(trained):
     cfg, manifest, pretrained, out = trained
     card = load_classifier(out["artefact"]).card
-    assert card.labels == manifest["labels"] and card.classes[1].text == "jumping jacks"
+    assert card.labels == manifest.labels and card.classes[1].text == "jumping jacks"
     acc = card.window.inputs["acc"]
     assert card.window.rate_hz == 50 and card.window.window_frames == 100 and acc.shape == [100, 6]
     assert acc.units == "m/s^2" and "gravity" in acc.notes and acc.channels[0] == "left_x"
     assert card.metrics.val_macro_f1 == pytest.approx(out["val_macro_f1"])
-    assert set(card.metrics.per_class_f1) == set(manifest["labels"])
-    assert np.asarray(card.metrics.confusion_matrix).sum() == manifest["rows"]["test"]
+    assert set(card.metrics.per_class_f1) == set(manifest.labels)
+    assert np.asarray(card.metrics.confusion_matrix).sum() == manifest.rows["test"]
     assert card.provenance.pretrained == pretrained and len(card.provenance.pretrained_digest) == 64
     assert card.provenance.dataset == "tinyhar" and len(card.provenance.manifest_digest) == 64
     assert card.provenance.config["finetune"]["inputs"] == ["acc"] and card.provenance.package_version

@@ -34,10 +34,10 @@ def test_fanout_on_an_ingested_dataset(ray_session, tmp_path):
                                                                              {"unimodal": unimodal}})})
 
     manifest = ensure_manifest(cfg, "mhealth")
-    assert set(manifest["shards"]) == {"train", "val", "test"}
+    assert set(manifest.shards) == {"train", "val", "test"}
     # the fixture's 2.5-s null runs are shorter than one window after trimming: quarantined, counted, named
-    entries = manifest["quarantine"]["entries"]
-    assert manifest["quarantine"]["count"] == 4 and all("too short" in e["reason"] for e in entries)
+    entries = manifest.quarantine.entries
+    assert manifest.quarantine.count == 4 and all("too short" in e.reason for e in entries)
     out = evaluate(cfg, artefact, manifest)
     assert len(out["rows"]) == 1 * 2 * 1 * 2 and all(r["status"] == "ok" for r in out["rows"])
     assert "| acc | baseline |" in out["table"] and "| acc | frozen |" in out["table"]

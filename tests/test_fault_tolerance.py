@@ -59,7 +59,7 @@ def test_sigkill_worker_resumes_from_checkpoint(ray_session, tmp_path):
     cfg = load_config(None, CONFIG + [f"storage.root={tmp_path}"])
     generate(cfg.generate, cfg.run_dir)
     manifest = preprocess({"mini": 512}, cfg.run_dir, cfg.preprocess)["mini"]
-    steps_per_epoch = manifest["rows"]["train"] // (8 * 2)
+    steps_per_epoch = manifest.rows["train"] // (8 * 2)
     total = steps_per_epoch * 12
     train_root = storage.join(cfg.run_dir, "train", "fault-pretrain")
 

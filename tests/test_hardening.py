@@ -179,25 +179,25 @@ def test_escaping_split_and_duplicate_clip_ids_are_quarantined(tmp_path):
     assert set(os.listdir(tmp_path)) == before  # nothing next to the run folder
     for dirpath, _, files in os.walk(tmp_path):
         assert Path(dirpath).resolve().is_relative_to((tmp_path / "runs" / "r").resolve()) or not files
-    q = manifest["quarantine"]
-    reasons = {(e["clip_id"], Path(e["file"]).name): e["reason"] for e in q["entries"]}
+    q = manifest.quarantine
+    reasons = {(e.clip_id, Path(e.file).name): e.reason for e in q.entries}
     assert "split '../../../../escape' is not one of" in reasons[("a2", "part-0.parquet")]
     dup = [r for r in reasons.values() if r.startswith("duplicate clip_id 'a1'")]
     assert len(dup) == 2 and all("first in part-0.parquet row 0" in r for r in dup)
     assert "duplicate clip_id 'b1': first in part-1.parquet row 1" in reasons[("b1", "part-1.parquet")]
-    assert q["count"] == 4 and q["clips"] == 4
-    assert set(manifest["shards"]) == {"train", "val"}
-    ids = [cid for split in manifest["shards"].values() for shard in split
+    assert q.count == 4 and q.clips == 4
+    assert set(manifest.shards) == {"train", "val"}
+    ids = [cid for split in manifest.shards.values() for shard in split
            for cid in read_shard(shard).column("clip_id").to_pylist()]
     assert sorted(set(ids)) == ["a1", "b1"]
-    samples = [sid for split in manifest["shards"].values() for shard in split
+    samples = [sid for split in manifest.shards.values() for shard in split
                for sid in read_shard(shard).column("sample_id").to_pylist()]
     assert len(samples) == len(set(samples))  # no duplicate windows
     with pytest.raises(UnsafeName):
         check_inputs(["../hq"], run_dir)
     # the duplicates' quarantine is part of each file's identity: a second run reuses everything, same manifest
     again = preprocess({"hq": 8}, run_dir, cfg, executor="local")["hq"]
-    assert again["progress"]["reused"] == 2 and again["quarantine"] == q
+    assert again.progress["reused"] == 2 and again.quarantine == q
 
 
 # 5. One writer per run ---------------------------------------------------------------------------------------------

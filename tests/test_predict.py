@@ -45,10 +45,10 @@ def test_ray_data_predictions_on_shards_reproduce_the_model_in_memory(ray_sessio
     pcfg = load_config(None, ["predict.splits=[test]"]).predict
     dest = storage.join(cfg.run_dir, "predict", "shards")
     summary = run_predict(out["artefact"], storage.join(cfg.run_dir, "shards", "tinyhar"), dest, pcfg)
-    assert summary["windows"] == manifest["rows"]["test"] and summary["quarantined"] == 0
+    assert summary["windows"] == manifest.rows["test"] and summary["quarantined"] == 0
     table = _windows(dest)
     # the test split's windows in shard order, as the in-memory model saw them
-    shard_ids = [sid for uri in manifest["shards"]["test"] for sid in read_shard(uri).column("sample_id").to_pylist()]
+    shard_ids = [sid for uri in manifest.shards["test"] for sid in read_shard(uri).column("sample_id").to_pylist()]
     classes = load_classifier(out["artefact"]).labels
     predicted = dict(zip([f"{r}-w{w:04d}" for r, w in zip(table.column("recording_id").to_pylist(),
                                                           table.column("window").to_pylist())],
@@ -79,7 +79,7 @@ def test_raw_recordings_ray_equals_local_loop_and_resumes(ray_session, trained, 
     np.testing.assert_allclose(np.array(ray_t.column("top_probs").to_pylist()),
                                np.array(local_t.column("top_probs").to_pylist()), atol=1e-6)
     # recordings are windowed whole (no training-only trimming): more windows than the preprocessed test split
-    assert summary["windows"] > manifest["rows"]["test"]
+    assert summary["windows"] > manifest.rows["test"]
     assert 0.0 <= summary["timeline_accuracy"] <= 1.0 and summary["labelled_recordings"] == 3
     seg = storage.list_files(storage.join(dest, "segments"), ".parquet")
     assert seg and storage.exists(storage.join(dest, "recordings.csv"))

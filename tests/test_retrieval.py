@@ -32,7 +32,7 @@ def test_embeddings_search_and_label_by_text(ray_session, tmp_path):
     ecfg = load_config(None, ["embed.modalities=[acc, pose, text]"]).embed
     out = storage.join(cfg.run_dir, "embeddings", "tinyhar")
     summary = run_embed(pretrained, manifest, out, ecfg)
-    assert summary["rows"]["acc"] == sum(manifest["rows"].values()) and summary["reused"] == 0
+    assert summary["rows"]["acc"] == sum(manifest.rows.values()) and summary["reused"] == 0
     assert run_embed(pretrained, manifest, out, ecfg, executor="local")["reused"] == summary["shards"]
     model = load_pretrained(pretrained)
     windows = load_embeddings(out, "acc")
@@ -41,7 +41,7 @@ def test_embeddings_search_and_label_by_text(ray_session, tmp_path):
     order = {sid: i for i, sid in enumerate(windows.meta["sample_id"])}
     from mujo.schema import read_shard
 
-    ids = [sid for split in arrays for uri in manifest["shards"][split] for sid in
+    ids = [sid for split in arrays for uri in manifest.shards[split] for sid in
            read_shard(uri).column("sample_id").to_pylist()]
     expected = np.concatenate([embed(model, arrays[split][0], ["acc"]) for split in arrays])
     np.testing.assert_allclose(windows.embeddings[[order[s] for s in ids]], expected, atol=1e-5)
@@ -52,8 +52,8 @@ def test_embeddings_search_and_label_by_text(ray_session, tmp_path):
     assert [h["index"] for h in hits] == best.tolist() and hits[0]["score"] >= hits[-1]["score"]
     assert {"sample_id", "clip_id", "activity", "split"} <= set(hits[0])
 
-    labels, scores = label_by_text(model, windows.embeddings, manifest["labels"])
-    zs = zero_shot_predict(windows.embeddings, label_matrix(model, manifest["labels"], shared_embedder()))
+    labels, scores = label_by_text(model, windows.embeddings, manifest.labels)
+    zs = zero_shot_predict(windows.embeddings, label_matrix(model, manifest.labels, shared_embedder()))
     assert scores.shape == (len(windows), 3) and np.array_equal(labels, zs)
     with pytest.raises(ValueError, match=r"model\.json: the pretrained model has no encoder for \['imu'\]|"
                                          r"embed\.modalities"):

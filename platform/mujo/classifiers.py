@@ -26,13 +26,13 @@ def label_texts(manifest: Mapping) -> dict[str, str]:
     from mujo.data.text import canonical_text
 
     texts: dict[str, str] = {}
-    raw = manifest.get("raw")
+    raw = manifest.raw
     if raw:
         try:
             texts = dict(storage.read_json(storage.join(raw, "dataset.json")).get("label_text") or {})
         except (storage.StorageError, ValueError, AttributeError):
             texts = {}
-    return {name: str(texts.get(name) or canonical_text(name)) for name in manifest["labels"]}
+    return {name: str(texts.get(name) or canonical_text(name)) for name in manifest.labels}
 
 
 def default_name(inputs: list[str], setting: str, fraction: float, seed: int, calibration: str = "none") -> str:
@@ -64,7 +64,7 @@ def train_artefact(cfg: MainConfig, manifest: dict, pretrained: str, out: str,
     from mujo.models.artefact import manifest_digest, save_classifier
 
     f = cfg.finetune
-    labels = list(manifest["labels"])
+    labels = list(manifest.labels)
     data = load_arrays(manifest, f.inputs, ["train", "val", "test"])
     calibrators = {}
     if f.calibration != "none":
@@ -101,9 +101,9 @@ def train_artefact(cfg: MainConfig, manifest: dict, pretrained: str, out: str,
                "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "train_samples": int(len(idx))}
     card = save_classifier(
         model, out, labels=labels, label_texts=label_texts(manifest), setting=f.setting, fraction=f.fraction,
-        seed=f.seed, video_dim=int(manifest.get("video_dim", 512)), calibrators=calibrators,
+        seed=f.seed, video_dim=int(manifest.video_dim), calibrators=calibrators,
         calibration_mode=f.calibration, test=(y_test, result.test_predictions), metrics=metrics,
-        provenance={"pretrained": pretrained, "pretrained_digest": pretrained_digest, "dataset": manifest["dataset"],
+        provenance={"pretrained": pretrained, "pretrained_digest": pretrained_digest, "dataset": manifest.dataset,
                     "manifest_digest": manifest_digest(manifest),
                     "config": {"finetune": f.model_dump(mode="json"), "model": cfg.model.model_dump(mode="json")}})
     log.info("classifier %s: val Macro F1 %.3f, test Macro F1 %.3f -> %s", "+".join(f.inputs), result.val_macro_f1,
@@ -140,9 +140,9 @@ def keep_spec(cfg: MainConfig, manifest: dict, pretrained: str, name: str) -> di
     from mujo.models.artefact import manifest_digest
     from mujo.run import RunLayout
 
-    layout, dataset = RunLayout.of(cfg), manifest["dataset"]
-    return {"dir": layout.model(dataset, f"trials-{name}"), "labels": list(manifest["labels"]),
-            "label_texts": label_texts(manifest), "video_dim": int(manifest.get("video_dim", 512)),
+    layout, dataset = RunLayout.of(cfg), manifest.dataset
+    return {"dir": layout.model(dataset, f"trials-{name}"), "labels": list(manifest.labels),
+            "label_texts": label_texts(manifest), "video_dim": int(manifest.video_dim),
             "dataset": dataset, "manifest_digest": manifest_digest(manifest), "pretrained": pretrained,
             "calibrations": {mode: layout.calibration(dataset, mode) for mode in cfg.evaluate.calibrations
                              if mode != "none"},
@@ -252,8 +252,8 @@ def predict_with_best(cfg: MainConfig, rows: list[dict], manifest: dict) -> dict
     pcfg = cfg.predict if cfg.predict.splits else cfg.predict.model_copy(update={"splits": ["test"]})
     from mujo.run import RunLayout
 
-    out = cfg.predict.output or RunLayout.of(cfg).predictions(f"{manifest['dataset']}-test")
-    summary = run_predict(best["classifier"], manifest["raw"], out, pcfg)
+    out = cfg.predict.output or RunLayout.of(cfg).predictions(f"{manifest.dataset}-test")
+    summary = run_predict(best["classifier"], manifest.raw, out, pcfg)
     head = (f"Best acc classifier of the fan-out ({best['setting']}, {float(best['fraction']):g} of the labels, seed "
             f"{best['seed']}, val Macro F1 {float(best['val_macro_f1']):.3f}): {best['classifier']}\n"
             f"Predicted on the {', '.join(pcfg.splits)} subjects' recordings (whole, {pcfg.smoothing}-window "

@@ -241,15 +241,6 @@ class Manifest(Contract):
     def rows_of(self, split: str) -> int:
         return self.rows.get(split, 0)
 
-    def __getitem__(self, key: str) -> Any:
-        """Transitional: the JSON form's ``key`` for code that still indexes manifests as dicts (removed once every
-        stage reads attributes)."""
-        return self.to_json()[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """Transitional, like :meth:`__getitem__`."""
-        return self.to_json().get(key, default)
-
     @property
     def num_classes(self) -> int:
         return len(self.labels)

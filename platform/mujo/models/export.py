@@ -149,7 +149,7 @@ def check_windows(manifest: dict, count: int, seed: int = 0) -> np.ndarray:
 
     parts, have = [], 0
     for split in ("test", "val", "train"):
-        for uri in manifest["shards"].get(split, []):
+        for uri in manifest.shards.get(split, []):
             table = read_shard(uri).select(["acc", "has_acc"])
             x = to_numpy_tensor(table.column("acc"))[table.column("has_acc").to_numpy()]
             parts.append(x)
@@ -159,6 +159,6 @@ def check_windows(manifest: dict, count: int, seed: int = 0) -> np.ndarray:
         if have >= count:
             break
     if not parts:
-        raise ArtefactError(f"dataset {manifest['dataset']} has no acc windows to check the export on")
+        raise ArtefactError(f"dataset {manifest.dataset} has no acc windows to check the export on")
     x = np.concatenate(parts)
     return x[np.sort(np.random.default_rng(seed).choice(len(x), size=min(count, len(x)), replace=False))]

@@ -96,8 +96,8 @@ def run_embed(model: str, manifest: dict, out: str, cfg, start_ray=None, executo
         raise ValueError(f"{storage.join(model, 'model.json')}: the pretrained model has no encoder for {lacking} "
                          f"(it has {have}): set embed.modalities to some of {have}")
     digest = model_digest(model)
-    splits = cfg.splits or sorted(manifest["shards"])
-    shards = [s for split in splits for s in manifest["shards"].get(split, [])]
+    splits = cfg.splits or sorted(manifest.shards)
+    shards = [s for split in splits for s in manifest.shards.get(split, [])]
     todo = [s for s in shards if not all(storage.exists(storage.join(out, output_name(s, m, digest)))
                                          for m in cfg.modalities)]
     if todo and executor == "ray":
@@ -127,7 +127,7 @@ def run_embed(model: str, manifest: dict, out: str, cfg, start_ray=None, executo
         for m in cfg.modalities:
             fs, path = storage.filesystem(storage.join(out, output_name(s, m, digest)))
             rows[m] += pq.read_metadata(path, filesystem=fs).num_rows
-    summary = {"out": out, "model": model, "model_digest": digest, "dataset": manifest["dataset"], "rows": rows,
+    summary = {"out": out, "model": model, "model_digest": digest, "dataset": manifest.dataset, "rows": rows,
                "shards": len(shards), "reused": len(shards) - len(todo), "seconds": round(time.time() - t0, 2)}
     storage.write_json(storage.join(out, f"embeddings-{digest}.json"), summary)
     return summary

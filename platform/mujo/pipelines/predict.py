@@ -43,6 +43,7 @@ import pyarrow as pa
 
 from mujo import storage
 from mujo.errors import InputError as UserInputError
+from mujo.run import Manifest, read_contract
 from mujo.schema import FS, STRIDE, TENSOR_MODALITY_COLUMN, WINDOW
 
 log = logging.getLogger(__name__)
@@ -75,9 +76,9 @@ def _key(uri: str) -> str:
 
 
 def _list(uri: str) -> list[tuple[str, int, int]]:
-    from mujo.pipelines.preprocess import _list_parquet
+    from mujo.pipelines.preprocess import list_parquet
 
-    return _list_parquet(uri)
+    return list_parquet(uri)
 
 
 def resolve_input(input_uri: str, out: str, source: str | None = None) -> tuple[str, str]:
@@ -106,16 +107,16 @@ def plan(artefact, input_uri: str, out: str, params: dict, source: str | None = 
     classes = artefact.labels
     if kind == "shards":
         label_source = storage.join(folder, "manifest.json")
-        manifest = storage.read_json(label_source)
-        splits = params["splits"] or sorted(manifest["shards"])
+        manifest = read_contract(label_source, Manifest)
+        splits = params["splits"] or sorted(manifest.shards)
         files = []
         for split in splits:
-            for uri in manifest["shards"].get(split, []):
+            for uri in manifest.shards.get(split, []):
                 fs, path = storage.filesystem(uri)
                 info = fs.get_file_info(path)
                 files.append((uri, int(info.size or 0), int(info.mtime_ns or 0)))
-        data_labels = list(manifest["labels"])
-        video_dim = int(manifest.get("video_dim", 512))
+        data_labels = list(manifest.labels)
+        video_dim = int(manifest.video_dim)
         if "video" in artefact.inputs and video_dim != artefact.card.window.inputs["video"].shape[0]:
             raise InputError(f"{label_source}: video features of {video_dim} dims, the classifier reads "
                              f"{artefact.card.window.inputs['video'].shape[0]}: use a classifier trained on this "
@@ -201,7 +202,7 @@ def _raw_windows(uri: str, classes: list[str], inputs: list[str], params: dict, 
 
     from mujo.data.clips import STRING_FIELDS, row_to_clip
     from mujo.data.windows import BadClip, _timeline, clip_windows
-    from mujo.pipelines.preprocess import _table_columns
+    from mujo.pipelines.preprocess import table_columns
     from mujo.schema import SampleFormat
 
     fs, path = storage.filesystem(uri)
@@ -219,7 +220,7 @@ def _raw_windows(uri: str, classes: list[str], inputs: list[str], params: dict, 
     if "acc" in inputs and "pose" not in streams and "pose" in names and (
             "acc" not in table.column_names or table.column("acc").null_count):
         table = pq.read_table(path, filesystem=fs, columns=table.column_names + stream_columns(["pose"]))
-    columns = _table_columns(table)
+    columns = table_columns(table)
     fmt = SampleFormat(video_dim=params["video_dim"])
     label_map = {name: i for i, name in enumerate(classes)}
     for i in range(table.num_rows):

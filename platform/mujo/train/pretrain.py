@@ -133,9 +133,9 @@ def train_loop(config: dict[str, Any]) -> None:
 def check_fits(cfg: MainConfig, manifest: dict) -> None:
     """Refuse, before any Ray work, a run that cannot make a step (:func:`mujo.train.schedule.steps_per_epoch`) or
     that lacks a validation split."""
-    if "val" not in manifest["shards"]:
-        raise ConfigError(f"dataset {manifest['dataset']} has no 'val' split; pretraining validates on it")
-    schedule.steps_per_epoch(cfg.pretrain, manifest["rows"].get("train", 0))
+    if "val" not in manifest.shards:
+        raise ConfigError(f"dataset {manifest.dataset} has no 'val' split; pretraining validates on it")
+    schedule.steps_per_epoch(cfg.pretrain, manifest.rows_of("train"))
 
 
 def pretrain(cfg: MainConfig, manifest: dict, name: str | None = None, callbacks: list | None = None,
@@ -153,19 +153,20 @@ def pretrain(cfg: MainConfig, manifest: dict, name: str | None = None, callbacks
     check_fits(cfg, manifest)
     columns = [TENSOR_MODALITY_COLUMN[m] for m in cfg.model.modalities] + \
               [MASK_COLUMNS[m] for m in cfg.model.modalities]
-    fs, _ = storage.filesystem(manifest["shards"]["train"][0])
+    fs, _ = storage.filesystem(manifest.shards["train"][0])
     # validation also reads the class of each window (few-shot Macro F1); training never sees labels
-    datasets = {split: ray.data.read_parquet([storage.filesystem(p)[1] for p in manifest["shards"][split]],
+    datasets = {split: ray.data.read_parquet([storage.filesystem(p)[1] for p in manifest.shards[split]],
                                              filesystem=fs, shuffle="files" if split == "train" else None)
                 .select_columns(columns + (["class_id"] if split == "val" and pc.fewshot_shots else []))
-                for split in ("train", "val") if split in manifest["shards"]}
+                for split in ("train", "val") if split in manifest.shards}
     layout = RunLayout.of(cfg)
     name = name or f"{cfg.run_name}-pretrain"
     artefact = artefact or layout.pretrained
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"cfg": cfg.model_dump(mode="json"), "stats": manifest["stats"],
-                           "train_rows": manifest["rows"]["train"], "artefact": artefact,
+        train_loop_config={"cfg": cfg.model_dump(mode="json"),
+                           "stats": {m: st.model_dump() for m, st in manifest.stats.items()},
+                           "train_rows": manifest.rows_of("train"), "artefact": artefact,
                            "tensorboard": layout.tensorboard(name)},
         scaling_config=ray.train.ScalingConfig(num_workers=pc.num_workers, use_gpu=pc.use_gpu,
                                                resources_per_worker={"CPU": pc.cpus_per_worker},

@@ -78,10 +78,6 @@ if TYPE_CHECKING:  # annotations only (see the module docstring)
 
 log = logging.getLogger(__name__)
 
-# the names mujo.pipelines.predict imports
-_list_parquet = list_parquet
-_table_columns = table_columns
-
 
 def preprocess(datasets: dict[str, int], run_dir: str, cfg: PreprocessConfig,
                raw_uris: dict[str, str] | None = None, executor: str = "ray") -> dict[str, Manifest]:
