@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 from mujo import storage
+from mujo.run import RunLayout
 
 log = logging.getLogger("mujo")
 _CONSOLE: "Console | None" = None
@@ -147,7 +148,7 @@ def setup(job: str, run_dir: str | None, verbose: bool = False) -> Console:
         return _CONSOLE
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = f"{job}-{stamp}-{os.getpid()}.log"
-    target = storage.join(run_dir, "logs", name) if run_dir else None
+    target = storage.join(RunLayout(run_dir).logs, name) if run_dir else None
     if target and not storage.is_s3(target):
         os.makedirs(os.path.dirname(target), exist_ok=True)
         path = target
