@@ -18,6 +18,7 @@ def main() -> None:
     echo(f"pretraining: {out['pretrain']}")
     echo(f"trials: {out['trials']} ({out['failed_trials']} failed); stage times (s): {out['timings_s']}")
     echo(f"results, plot and pretrained model under: {out['results']} and {out['artefact']}")
+    echo(f"TensorBoard (pretraining and every trial): {out['tensorboard']}")
 
 
 if __name__ == "__main__":

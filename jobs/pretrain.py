@@ -23,6 +23,7 @@ def main() -> None:
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in last.items()
              if k in ("step", "loss_mean", "val/R@1/mean", "val/fewshot_f1/mean")}
     echo(f"pretrained model: {artefact}  {shown}")
+    echo(f"TensorBoard: tensorboard --logdir {run_dir}")
 
 
 if __name__ == "__main__":
