@@ -156,7 +156,10 @@ def test_fanout_keeps_the_best_seed_and_main_predicts_with_it(ray_session, tmp_p
         "evaluate.dataset=tinyhar", "evaluate.inputs=[[acc]]", "evaluate.settings=[frozen]", "evaluate.fractions=[1.0]",
         "evaluate.seeds=2", "evaluate.max_epochs=2", "evaluate.patience=1", "evaluate.head_hidden=16",
         "evaluate.keep_classifiers=true", "predict.after_main=true", "evaluate.zero_shot=false"])
-    rows = run_fanout(cfg, pretrained, manifest)
+    from mujo.evaluate.data import prepare_data
+    from mujo.run import EvaluationPlan
+
+    rows = run_fanout(cfg, pretrained, manifest, prepare_data(EvaluationPlan.from_config(cfg), manifest, None))
     assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
     kept = [r for r in rows if r["classifier"]]
     best = max(rows, key=lambda r: (r["val_macro_f1"], -r["seed"]))
