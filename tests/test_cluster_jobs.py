@@ -44,7 +44,10 @@ OVERRIDES = [
     "pretrain.placement_strategy=SPREAD",
     "evaluate.dataset=synthfit", "evaluate.inputs=[[acc]]", "evaluate.settings=[baseline, frozen]",
     "evaluate.fractions=[1.0]", "evaluate.seeds=1", "evaluate.max_epochs=2", "evaluate.patience=2",
-    "evaluate.calibrations=[none]", "evaluate.zero_shot=false", "evaluate.zero_shot_calibrations=[none]",
+    # calibrations and zero-shot calibrations as shipped: zero-shot's unsupervised/supervised need the pretraining
+    # corpus as their reference, which the fanout and zeroshot jobs must find on their own
+    "finetune.dataset=synthfit", "finetune.max_epochs=2", "finetune.patience=1", "finetune.name=acc-ft",
+    "finetune.cpus=0.5", "predict.splits=[test]", "predict.cpus_per_actor=0.5", "predict.after_main=false",
 ]
 
 
@@ -176,17 +179,20 @@ def _wait_for_nodes(address: str, count: int, env: dict, timeout: float = 120) -
         time.sleep(2)
 
 
-def _entrypoint(job: str, s3_root: str) -> list[str]:
-    sets = [a for o in OVERRIDES + [f"storage.root={s3_root}/cluster-runs"] for a in ("--set", o)]
-    return ["python", f"jobs/{job}.py", "--config", "jobs/configs/main.yaml", *sets]
+def _entrypoint(job: str, s3_root: str, config: str = "main", overrides: list[str] | None = None) -> list[str]:
+    overrides = OVERRIDES if overrides is None else overrides
+    sets = [a for o in overrides + [f"storage.root={s3_root}/cluster-runs"] for a in ("--set", o)]
+    return ["python", f"jobs/{job}.py", "--config", f"jobs/configs/{config}.yaml", *sets]
 
 
-def _cli_submit(cluster, job: str, s3_root: str, timeout: int = 480) -> str:
+def _cli_submit(cluster, job: str, s3_root: str, timeout: int = 480, config: str = "main",
+                overrides: list[str] | None = None) -> str:
     """`ray job submit --runtime-env jobs/runtime_env.yaml -- python jobs/<job>.py ...`, waiting for the end (the
     CLI streams the job's logs); returns the submission id."""
     sid = f"mujo-{job}-{uuid.uuid4().hex[:8]}"
     proc = subprocess.run([RAY, "job", "submit", "--address", cluster["address"], "--submission-id", sid,
-                           "--runtime-env", "jobs/runtime_env.yaml", "--", *_entrypoint(job, s3_root)],
+                           "--runtime-env", "jobs/runtime_env.yaml", "--",
+                           *_entrypoint(job, s3_root, config, overrides)],
                           cwd=ROOT, env=cluster["env"], capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return sid
@@ -240,6 +246,9 @@ def test_chain_on_two_nodes(cluster, s3_root):
     sids["pretrain"] = _client_submit(cluster, "pretrain", s3_root)
     sids["fanout"] = _cli_submit(cluster, "fanout", s3_root)
     sids["zeroshot"] = _client_submit(cluster, "zeroshot", s3_root)
+    sids["finetune"] = _client_submit(cluster, "finetune", s3_root)  # the model path: finetune -> predict -> export
+    sids["predict"] = _cli_submit(cluster, "predict", s3_root)
+    sids["export"] = _client_submit(cluster, "export", s3_root)
     for job, sid in sids.items():
         status, logs = _status(cluster, sid)
         assert status == "SUCCEEDED", f"{job}: {status}\n{logs[-4000:]}"
@@ -258,8 +267,17 @@ def test_chain_on_two_nodes(cluster, s3_root):
     assert "| acc | baseline |" in table and "| acc | frozen |" in table
     zero_shot = storage.read_bytes(storage.join(results, "zeroshot.md")).decode()
     assert "| multimodal | acc | none |" in zero_shot and "top-3" in zero_shot  # 4 labels: no top-5
+    assert "| multimodal | acc | unsupervised |" in zero_shot and "| multimodal | acc | supervised |" in zero_shot
     trials = storage.read_bytes(storage.join(results, "trials.csv")).decode().splitlines()
     assert len(trials) == 1 + 2 and not any(",failed," in t for t in trials)
+    model = storage.join(run, "models", "acc-ft")
+    card = storage.read_json(storage.join(model, "classifier.json"))
+    assert card["inputs"] == ["acc"] and card["provenance"]["dataset"] == "synthfit"
+    predicted = storage.read_json(storage.join(run, "predict", "predictions", "summary.json"))
+    assert predicted["recordings"] == 4 and predicted["windows"] > 0 and predicted["quarantined"] == 0
+    device = storage.read_json(storage.join(model, "export", "model_card.json"))
+    assert device["check"]["max_abs_diff_onnx"] <= 1e-5 and storage.exists(storage.join(model, "export",
+                                                                                         "classifier.onnx"))
     # both nodes are still up and no job is left running
     from ray.job_submission import JobSubmissionClient
     from ray.util.state import list_actors, list_nodes
@@ -270,6 +288,39 @@ def test_chain_on_two_nodes(cluster, s3_root):
                if a.class_name.endswith("RayTrainWorker")]
     assert len({a.node_id for a in workers}) == 2, [(a.class_name, a.node_id) for a in workers]
     assert all(j.status.is_terminal() for j in JobSubmissionClient(cluster["address"]).list_jobs())
+
+
+def test_every_other_job_on_its_shipped_config(cluster, s3_root, tmp_path):
+    """The jobs the chain does not run, each on its shipped config with overrides for time only: ingest a dataset in
+    its published layout (MHEALTH) into the run, evaluate the chain's pretrained model on it
+    (jobs/configs/evaluate.yaml), embed windows (main.yaml's embed section), and the pretraining search
+    (jobs/configs/search.yaml) in a run of its own."""
+    from _fixtures_datasets import write_mhealth
+
+    run = f"{s3_root}/cluster-runs/cluster"
+    source = write_mhealth(tmp_path / "MHEALTHDATASET", subjects=(1, 2, 7, 9))
+    ingest = subprocess.run([sys.executable, "jobs/ingest.py", "--dataset", "mhealth", "--source", str(source),
+                             "--out", run], cwd=ROOT, env=cluster["env"], capture_output=True, text=True, timeout=300)
+    assert ingest.returncode == 0, ingest.stderr[-3000:]
+    evaluate = ["run_name=cluster", f"evaluate.pretrained={run}/pretrain/model", "evaluate.fractions=[1.0]",
+                "evaluate.seeds=1", "evaluate.max_epochs=2", "evaluate.patience=2", "evaluate.cpus_per_trial=0.5"]
+    search = ["run_name=search-small", "generate.datasets=[{name: synthfit, activities: [squats, bicep_curls, "
+              "jumping_jacks, pushups], subjects: {train: 3, val: 1}, clip_seconds: [8, 10]}]",
+              "model.embed_dim=32", "model.text_hidden=32", "model.video_hidden=32", "pretrain.batch_size=16",
+              "pretrain.epochs=1", "search.num_samples=1", "search.proj_hidden=[32]"]
+    sids = {"evaluate": _cli_submit(cluster, "evaluate", s3_root, config="evaluate", overrides=evaluate),
+            "embed": _cli_submit(cluster, "embed", s3_root, overrides=OVERRIDES + ["embed.dataset=synthfit"]),
+            "search": _cli_submit(cluster, "search", s3_root, config="search", overrides=search)}
+    for job, sid in sids.items():
+        status, logs = _status(cluster, sid)
+        assert status == "SUCCEEDED", f"{job}: {status}\n{logs[-4000:]}"
+    results = storage.join(run, "results", "mhealth")
+    table = storage.read_bytes(storage.join(results, "results.md")).decode()
+    assert all(f"| acc | {s} |" in table for s in ("baseline", "frozen", "finetuned")), table
+    assert storage.exists(storage.join(results, "zeroshot.md"))
+    assert storage.list_files(storage.join(run, "embeddings", "synthfit"), ".parquet")
+    best = storage.read_json(f"{s3_root}/cluster-runs/search-small/search/best.json")
+    assert best["metric"] == "val/R@1/mean" and best["value"] is not None, best
 
 
 def test_no_secret_in_any_file(cluster, s3_root):

@@ -130,7 +130,42 @@ class ModelConfig(_Strict):
 class LossConfig(_Strict):
     form: Literal["all_pairs", "text_anchor"] = "all_pairs"
     pair_weights: dict[str, float] | None = None
-    local_loss: bool = True
+    loss_impl: Literal["tiled", "local", "naive"] = Field("tiled", description=(
+        "tiled: this rank's rows against all columns tile by tile, no b x B logits kept; local: the same rows with "
+        "the b x B matrices; naive: the full B x B matrices on every rank (for comparison); all exact "
+        "(mujo.losses, benchmarks/README.md). The former local_loss: false is naive"))
+    ring: bool | None = Field(None, description=(
+        "tiled only: pass column blocks rank to rank instead of all-gathering them (O(b) memory); default: on"))
+    tile_size: int | None = Field(None, ge=1, description="tiled only: logit tile edge (default per device)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_local_loss(cls, data):
+        """``local_loss`` (older configs) maps onto ``loss_impl``: false is naive; true is a row-local form."""
+        if not isinstance(data, dict) or "local_loss" not in data:
+            return data
+        data = dict(data)
+        local = data.pop("local_loss")
+        if not isinstance(local, bool):
+            raise ValueError(f"loss.local_loss must be true or false, got {local!r}; use loss.loss_impl instead")
+        impl = data.get("loss_impl")
+        if (not local and impl not in (None, "naive")) or (local and impl == "naive"):
+            raise ValueError(f"loss.local_loss: {str(local).lower()} contradicts loss.loss_impl: {impl}; "
+                             "set loss.loss_impl only")
+        if not local:
+            data["loss_impl"] = "naive"
+        return data
+
+    @model_validator(mode="after")
+    def _tiled_options(self):
+        if self.loss_impl != "tiled" and (self.ring or self.tile_size is not None):
+            raise ValueError(f"loss.ring and loss.tile_size apply to loss.loss_impl: tiled, not {self.loss_impl}")
+        return self
+
+    @property
+    def use_ring(self) -> bool:
+        """Whether the tiled form exchanges column blocks in a ring (its default)."""
+        return self.loss_impl == "tiled" and self.ring is not False
 
 
 class PretrainConfig(_Strict):
@@ -188,6 +223,9 @@ class EvaluateConfig(_Strict):
         "artefact is always included as 'multimodal'"))
     zero_shot_calibrations: list[Literal["none", "unsupervised", "supervised"]] = Field(
         default_factory=lambda: ["none", "unsupervised", "supervised"])
+    keep_classifiers: bool = Field(False, description=(
+        "keep the classifier of the best seed (by validation Macro F1) of each fan-out cell as an artefact under "
+        "<run>/models/<dataset>/ (mujo.models.artefact); the other trials' classifiers are deleted"))
 
     @field_validator("inputs")
     @classmethod
@@ -286,6 +324,81 @@ class SearchConfig(_Strict):
         return v
 
 
+class FinetuneJobConfig(_Strict):
+    """``jobs/finetune.py``: one classifier trained on a preprocessed dataset and saved as an artefact."""
+
+    dataset: SafeName = "synthhar"
+    pretrained: str | None = Field(None, description="pretrained artefact (default <run>/pretrain/model)")
+    inputs: list[Literal["video", "pose", "acc"]] = Field(default_factory=lambda: ["acc"], min_length=1)
+    setting: Literal["baseline", "frozen", "finetuned"] = "finetuned"
+    fraction: float = Field(1.0, gt=0, le=1)
+    calibration: Literal["none", "unsupervised"] = Field("none", description=(
+        "fitted against the pretraining corpus and stored in the artefact; supervised calibration needs true labels "
+        "at inference, so a deployable classifier cannot use it"))
+    seed: int = 0
+    name: SafeName | None = Field(None, description=(
+        "artefact folder name under <run>/models/ (default <inputs>-<setting>-<fraction>-s<seed>)"))
+    output: str | None = Field(None, description="artefact folder, local or s3:// (default <run>/models/<name>)")
+    lr: float = Field(1e-4, gt=0)
+    max_epochs: int = Field(200, ge=1)
+    patience: int = Field(25, ge=1)
+    batch_size: int = Field(64, ge=1)
+    head_hidden: int = Field(256, ge=1)
+    cpus: float = Field(1.0, gt=0, description="CPUs of the Ray task that trains")
+    gpus: float = Field(0.0, ge=0, description="GPUs of the Ray task that trains (0: CPU)")
+
+
+class PredictConfig(_Strict):
+    """``jobs/predict.py``: batch inference of a classifier artefact with Ray Data."""
+
+    model: str | None = Field(None, description="classifier artefact (default <run>/models/<finetune name>)")
+    input: str | None = Field(None, description=(
+        "raw clips folder (part-*.parquet + dataset.json, from generation or any adapter), preprocessed shards "
+        "(a folder with manifest.json), or a bring-your-own card (.yaml); default <run>/raw/<finetune.dataset>"))
+    source: str | None = Field(None, description="a bring-your-own card's data folder (input is the card)")
+    splits: list[Literal["train", "val", "test"]] | None = Field(None, description="only these splits' recordings")
+    name: SafeName = Field("predictions", description="output folder name under <run>/predict/")
+    output: str | None = Field(None, description="output folder (default <run>/predict/<name>)")
+    batch_size: int = Field(256, ge=1, description="windows per model call")
+    top_k: int = Field(3, ge=1)
+    smoothing: int = Field(1, ge=1, description="windows in the centred moving average of probabilities (1: none)")
+    max_nan_share: float = Field(0.1, ge=0, le=1, description=(
+        "a recording's frames with NaN are interpolated when at most this share of a stream; above it the "
+        "recording is quarantined (both counted)"))
+    ignore_labels: bool = Field(False, description=(
+        "predict although the data's label list differs from the classifier's classes (no accuracy then)"))
+    cpus_per_actor: float = Field(1.0, gt=0)
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per model actor (0: CPU)")
+    max_actors: int | None = Field(None, ge=1, description="most model actors (default: one per input file)")
+    after_main: bool = Field(False, description=(
+        "jobs/main.py ends by predicting the evaluated dataset's test recordings with the best acc classifier of "
+        "the fan-out (needs evaluate.keep_classifiers)"))
+
+
+class ExportConfig(_Strict):
+    """``jobs/export.py``: a sensor-only classifier to TorchScript and ONNX, checked with ONNX Runtime."""
+
+    model: str | None = Field(None, description="classifier artefact (default <run>/models/<finetune name>)")
+    output: str | None = Field(None, description="output folder (default <artefact>/export)")
+    check_windows: int = Field(1000, ge=1, description="real windows the exported models are checked on")
+    tolerance: float = Field(1e-5, gt=0, description="largest allowed absolute difference of probabilities")
+    opset: int = Field(17, ge=13)
+
+
+class EmbedConfig(_Strict):
+    """``jobs/embed.py``: joint-space embeddings of a preprocessed dataset's windows, per modality (Ray Data)."""
+
+    model: str | None = Field(None, description="pretrained artefact (default <run>/pretrain/model)")
+    dataset: SafeName = "synthhar"
+    modalities: list[Literal["video", "pose", "acc", "text"]] = Field(default_factory=lambda: ["acc"],
+                                                                       min_length=1)
+    splits: list[Literal["train", "val", "test"]] | None = None
+    output: str | None = Field(None, description="output folder (default <run>/embeddings/<dataset>)")
+    batch_size: int = Field(512, ge=1)
+    cpus_per_actor: float = Field(1.0, gt=0)
+    num_gpus: float = Field(0.0, ge=0)
+
+
 class MainConfig(_Strict):
     run_name: SafeName = "demo"
     storage: StorageConfig = StorageConfig()
@@ -297,6 +410,10 @@ class MainConfig(_Strict):
     pretrain: PretrainConfig = PretrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     search: SearchConfig = SearchConfig()
+    finetune: FinetuneJobConfig = FinetuneJobConfig()
+    predict: PredictConfig = PredictConfig()
+    export: ExportConfig = ExportConfig()
+    embed: EmbedConfig = EmbedConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "MainConfig":

@@ -1,10 +1,14 @@
-"""The pretraining schedule as plain arithmetic (no Ray): steps per epoch, total steps, the steps that report.
+"""The pretraining schedule as plain arithmetic (no Ray): steps per epoch, total steps, and the cadence (the steps
+that validate, report and checkpoint).
 
-``train_loop`` and the search (which counts Tune iterations) both use these, so the two cannot disagree, and
-an impossible setting (a batch larger than a worker's share of the data) is refused before any cluster work.
+The trainer (:mod:`mujo.train.trainer`) and the search (which counts Tune iterations) both use these, so the two
+cannot disagree, and an impossible setting (a batch larger than a worker's share of the data) is refused before any
+cluster work.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from mujo.config import ConfigError, PretrainConfig
 
@@ -32,13 +36,48 @@ def total_steps(pc: PretrainConfig, train_rows: int) -> int:
     return steps_per_epoch(pc, train_rows) * pc.epochs
 
 
+@dataclass(frozen=True)
+class Cadence:
+    """When a run validates, reports and checkpoints, as predicates of the number of steps done: the one source of
+    the cadence (:class:`mujo.train.trainer.Trainer` asks it after every step; the search counts its reports)."""
+
+    steps_per_epoch: int
+    epochs: int
+    checkpoint_every: int
+    report_every: int
+
+    @classmethod
+    def of(cls, pc: PretrainConfig, train_rows: int) -> "Cadence":
+        return cls(steps_per_epoch(pc, train_rows), pc.epochs, pc.checkpoint_every_steps, pc.report_every_steps)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+    def position(self, step: int) -> tuple[int, int]:
+        """(epoch, batches of that epoch already consumed) after ``step`` steps."""
+        return divmod(step, self.steps_per_epoch)
+
+    def epoch_end(self, step: int) -> bool:
+        """Validation runs after the last step of every epoch."""
+        return step % self.steps_per_epoch == 0
+
+    def checkpoint(self, step: int) -> bool:
+        return step % self.checkpoint_every == 0 or step == self.total_steps
+
+    def report(self, step: int) -> bool:
+        """A report (``ray.train.report``; a Tune iteration when a Tune trial runs the run): every checkpoint, epoch
+        end and ``report_every`` steps."""
+        return self.checkpoint(step) or self.epoch_end(step) or step % self.report_every == 0
+
+    def report_steps(self) -> list[int]:
+        return [s for s in range(1, self.total_steps + 1) if self.report(s)]
+
+
 def report_steps(pc: PretrainConfig, train_rows: int) -> list[int]:
     """The steps at which a pretraining run calls ``ray.train.report``: checkpoints, epoch ends, every
     ``report_every_steps`` steps, and the last step (a Tune iteration each, when a Tune trial runs it)."""
-    spe = steps_per_epoch(pc, train_rows)
-    total = spe * pc.epochs
-    return [s for s in range(1, total + 1)
-            if s % pc.checkpoint_every_steps == 0 or s == total or s % spe == 0 or s % pc.report_every_steps == 0]
+    return Cadence.of(pc, train_rows).report_steps()
 
 
-__all__ = ["report_steps", "steps_per_epoch", "total_steps", "world_size"]
+__all__ = ["Cadence", "report_steps", "steps_per_epoch", "total_steps", "world_size"]
