@@ -55,7 +55,7 @@ from torch import Tensor
 __all__ = ["DEFAULT_TILE", "TilePlan", "default_tile_size", "tiled_ce_sums"]
 
 DEFAULT_TILE = {"cpu": 1024, "cuda": 4096}  # rows and columns of one logit tile (see benchmarks/README.md)
-_BLOCK_TAG, _GRAD_TAG = 17, 18  # point-to-point tags: gloo matches messages per (peer, tag)
+_BLOCK_TAG, _GRAD_TAG = 100, 200  # + modality: point-to-point tags (gloo matches messages per peer and tag)
 
 
 def default_tile_size(device: torch.device) -> int:
@@ -166,9 +166,6 @@ def tiled_ce_sums(plan: TilePlan, features: Sequence[Tensor], scale: Tensor, col
     return _TiledCE.apply(plan, scale, *features, *([] if columns is None else [columns]))
 
 
-Block = list  # M tensors (b, D): one column block of every modality (views or ring buffers)
-
-
 class _TiledCE(torch.autograd.Function):
     """Forward: per-pair sums of cross-entropies (LSEs tile by tile). Backward: tiles recomputed from the saved LSEs."""
 
@@ -180,8 +177,11 @@ class _TiledCE(torch.autograd.Function):
         ref = feats[0]
         lse = {i: torch.full((plan.block,), -math.inf, dtype=ref.dtype, device=ref.device)
                for i, (p, _, _) in enumerate(plan.directions) if plan.rows_any[p]}
-        for k, block in _blocks(plan, feats, gathered):
-            _forward_block(plan, s, feats, block, k, lse)
+        if gathered is not None:
+            for k in range(plan.world):
+                _forward_block(plan, s, feats, _columns(plan, gathered, k), k, lse)
+        else:
+            _ring(plan, feats, lambda k, c, block, _: _forward_block(plan, s, feats, {c: block}, k, lse), False)
         sums = ref.new_zeros(plan.n_pairs)
         positives = ref.new_zeros(plan.n_pairs)  # per pair: sum of a_i . c_i over this rank's valid rows
         for i, (p, a, c) in enumerate(plan.directions):
@@ -211,10 +211,12 @@ class _TiledCE(torch.autograd.Function):
         grad_gathered = None
         if gathered is not None:
             grad_gathered = torch.zeros_like(gathered)
-            for k, block in _blocks(plan, feats, gathered):
-                _backward_block(plan, s, feats, block, k, bias, u, _columns(plan, grad_gathered, k))
+            for k in range(plan.world):
+                _backward_block(plan, s, feats, _columns(plan, gathered, k), k, bias, u,
+                                _columns(plan, grad_gathered, k))
         else:
-            own = _ring_backward(plan, s, feats, bias, u)
+            own = _ring(plan, feats, lambda k, c, block, grad: _backward_block(plan, s, feats, {c: block}, k, bias, u,
+                                                                               {c: grad}), True)
         grad_scale = None
         if ctx.needs_input_grad[1]:
             total = feats[0].new_zeros(())
@@ -225,8 +227,8 @@ class _TiledCE(torch.autograd.Function):
             grad_scale = total.reshape(scale.shape).to(scale.dtype)
         grads = [g.mul_(s) for g in u]
         if gathered is None:
-            for g, o in zip(grads, own):
-                g += o
+            for c, o in own.items():
+                grads[c] += o
         for i, (p, a, c) in enumerate(plan.directions):  # positives: -2 s w_i c_i into a_i, -2 s w_i a_i into c_i
             if i % 2 == 0 and i in lse:
                 w = torch.where(plan.row_weight_mask[p], grad_sums[p], 0)[:, None]
@@ -253,37 +255,52 @@ def _weighted_bias(plan: TilePlan, grad_sums: Tensor,
     return out
 
 
-def _columns(plan: TilePlan, packed: Tensor, k: int) -> Block:
-    """Views of block ``k`` of a packed (B, M * D) tensor, one (b, D) per modality."""
+def _columns(plan: TilePlan, packed: Tensor, k: int) -> dict[int, Tensor]:
+    """Views of block ``k`` of a packed (B, M * D) tensor: modality -> (b, D)."""
     d, lo = plan.dim, k * plan.block
-    return [packed[lo:lo + plan.block, m * d:(m + 1) * d] for m in range(plan.n_mod)]
+    return {m: packed[lo:lo + plan.block, m * d:(m + 1) * d] for m in range(plan.n_mod)}
 
 
-def _blocks(plan: TilePlan, feats: list[Tensor], gathered: Tensor | None):
-    """Yield (block index, block) for every column block; the ring form receives the next block while the caller
-    computes on the one yielded."""
-    if gathered is not None:
-        for k in range(plan.world):
-            yield k, _columns(plan, gathered, k)
-        return
+def _ring(plan: TilePlan, feats: list[Tensor], compute, with_grads: bool) -> dict[int, Tensor]:
+    """Pass every column modality's block around the ring, one modality at a time, and call
+    ``compute(k, c, block, grad)`` on each (block k of modality c, and with ``with_grads`` the gradient buffer of
+    that block, which goes round with it). Returns, with ``with_grads``, this rank's own blocks' column gradients
+    (modality -> (b, D)), summed over all ranks.
+
+    After modality c of step t is computed, one ``batch_isend_irecv`` sends its block (and gradient) to rank + 1 and
+    receives the next ones from rank - 1; it is awaited only before the modality after next, so each transfer runs
+    while the next modality's tiles are computed. A rank thus holds about one block and one gradient buffer of
+    every modality plus those of the modality in flight."""
     world, rank = plan.world, plan.rank
-    cur = [f.contiguous() for f in feats]
+    mods = sorted({c for p, _, c in plan.directions})
+    cur = {c: feats[c].contiguous() for c in mods}
+    grad = {c: torch.zeros_like(cur[c]) for c in mods} if with_grads else {}
+    pending: list[tuple[list, int, list[Tensor]]] = []  # (work, modality, its tensors) per batch, oldest first
     for t in range(world):
-        works, nxt = [], None
-        if t < world - 1:
-            nxt = [torch.empty_like(c) for c in cur]
-            works = _exchange(cur, nxt, rank, world, _BLOCK_TAG)
-        yield (rank - t) % world, cur
+        k = (rank - t) % world
+        for c in mods:
+            # all but the latest batch, and the latest too if it brings this modality (the last step posts no block)
+            while pending and (len(pending) > 1 or pending[0][1] == c):
+                _wait(pending.pop(0)[0])
+            compute(k, c, cur[c], grad.get(c))
+            if world == 1:
+                continue
+            ops = []
+            if t < world - 1:
+                nxt = torch.empty_like(cur[c])
+                ops += [dist.P2POp(dist.isend, cur[c], (rank + 1) % world, tag=_BLOCK_TAG + c),
+                        dist.P2POp(dist.irecv, nxt, (rank - 1) % world, tag=_BLOCK_TAG + c)]
+                cur[c] = nxt
+            if with_grads:
+                arriving = torch.empty_like(grad[c])
+                ops += [dist.P2POp(dist.isend, grad[c], (rank + 1) % world, tag=_GRAD_TAG + c),
+                        dist.P2POp(dist.irecv, arriving, (rank - 1) % world, tag=_GRAD_TAG + c)]
+                grad[c] = arriving  # block k-1's partial sum; after the last step, this rank's own block's total
+            if ops:  # the batch keeps its tensors alive until it is awaited (a sent buffer is no longer ours)
+                pending.append((dist.batch_isend_irecv(ops), c, [op.tensor for op in ops]))
+    for works, _, _ in pending:
         _wait(works)
-        if nxt is not None:
-            cur = nxt
-
-
-def _exchange(send: Block, recv: Block, rank: int, world: int, tag: int) -> list:
-    """Post the sends of ``send`` to the next rank and the receives into ``recv`` from the previous one."""
-    ops = [dist.P2POp(dist.isend, x, (rank + 1) % world, tag=tag) for x in send]
-    ops += [dist.P2POp(dist.irecv, x, (rank - 1) % world, tag=tag) for x in recv]
-    return dist.batch_isend_irecv(ops)
+    return grad
 
 
 def _wait(works: list) -> None:
@@ -302,14 +319,15 @@ def _row_chunk(plan: TilePlan, feats: list[Tensor], a: int, r0: int, r1: int) ->
     return rows if plan.present_all[a] else torch.where(plan.row_present[r0:r1, a, None], rows, 0)
 
 
-def _tile_work(plan: TilePlan, k: int, lse_keys) -> list:
-    """(row tile, row modality, [(direction, column modality, pair, [column tiles])]) for block ``k``."""
+def _tile_work(plan: TilePlan, k: int, lse_keys, col_mods) -> list:
+    """(row tile, row modality, [(direction, column modality, pair, [column tiles])]) for block ``k``, for the
+    directions whose column modality is in ``col_mods``."""
     work = []
     col_tiles = plan.col_tiles()
     for r0, r1 in plan.row_tiles():
         by_row: dict[int, list] = {}
         for i, (p, a, c) in enumerate(plan.directions):
-            if i not in lse_keys:
+            if i not in lse_keys or c not in col_mods:
                 continue
             tiles = [(t, c0, c1) for t, (c0, c1) in enumerate(col_tiles) if plan.tile_any[k][t][p]]
             if tiles:
@@ -318,11 +336,12 @@ def _tile_work(plan: TilePlan, k: int, lse_keys) -> list:
     return work
 
 
-def _forward_block(plan: TilePlan, s: float, feats: list[Tensor], block: Block, k: int,
+def _forward_block(plan: TilePlan, s: float, feats: list[Tensor], block: dict[int, Tensor], k: int,
                    lse: dict[int, Tensor]) -> None:
-    """Merge the log-sum-exps of every tile of column block ``k`` into the running row LSEs."""
+    """Merge the log-sum-exps of every tile of column block ``k`` (modality -> (b, D), all or some modalities) into
+    the running row LSEs."""
     base = k * plan.block
-    for (r0, r1), a, dirs in _tile_work(plan, k, lse):
+    for (r0, r1), a, dirs in _tile_work(plan, k, lse, block):
         rows = _row_chunk(plan, feats, a, r0, r1)
         for i, c, p, tiles in dirs:
             for t, c0, c1 in tiles:
@@ -334,12 +353,13 @@ def _forward_block(plan: TilePlan, s: float, feats: list[Tensor], block: Block, 
                 torch.logaddexp(lse[i][r0:r1], tile_lse, out=lse[i][r0:r1])
 
 
-def _backward_block(plan: TilePlan, s: float, feats: list[Tensor], block: Block, k: int,
-                    bias: dict[int, tuple[Tensor, Tensor | None]], u: list[Tensor], grad_block: Block) -> None:
+def _backward_block(plan: TilePlan, s: float, feats: list[Tensor], block: dict[int, Tensor], k: int,
+                    bias: dict[int, tuple[Tensor, Tensor | None]], u: list[Tensor],
+                    grad_block: dict[int, Tensor]) -> None:
     """Recompute the softmax of every tile of block ``k``; accumulate the scaled rows' gradient into ``u`` and the
     block's column gradient into ``grad_block``."""
     base = k * plan.block
-    for (r0, r1), a, dirs in _tile_work(plan, k, bias):
+    for (r0, r1), a, dirs in _tile_work(plan, k, bias, block):
         rows = _row_chunk(plan, feats, a, r0, r1)
         for i, c, p, tiles in dirs:
             shift, weight = bias[i]
@@ -353,31 +373,3 @@ def _backward_block(plan: TilePlan, s: float, feats: list[Tensor], block: Block,
                     prob.mul_(weight[r0:r1])
                 u[a][r0:r1].addmm_(prob, cols)
                 grad_block[c][c0:c1].addmm_(prob.T, rows, alpha=s)
-
-
-def _ring_backward(plan: TilePlan, s: float, feats: list[Tensor], bias: dict[int, tuple[Tensor, Tensor | None]],
-                   u: list[Tensor]) -> Block:
-    """Blocks go round again, each followed by the gradient of its columns; returns this rank's own block's column
-    gradient, summed over all ranks.
-
-    Two gradient buffers alternate: the one holding the block's partial sum (received from the previous rank, to
-    which this rank adds its tiles, then sent on) and the one being received into. The partial sum is awaited
-    before the tiles are computed (it left the previous rank when that rank finished the same step, so the wait is
-    one transfer); the next block is received while the tiles are computed."""
-    world, rank = plan.world, plan.rank
-    acc = [torch.zeros_like(f) for f in feats]  # the gradient of the block held; at step 0 this rank's own block
-    spare: Block | None = None
-    grad_works: list = []
-    for t, (k, block) in enumerate(_blocks(plan, feats, None)):
-        if t > 0:
-            _wait(grad_works)  # the partial sum of block k has arrived in ``spare``; the last send is done
-            acc, spare = spare, acc
-        _backward_block(plan, s, feats, block, k, bias, u, acc)
-        if world == 1:
-            return acc
-        if spare is None:
-            spare = [torch.empty_like(f) for f in feats]
-        grad_works = _exchange(acc, spare, rank, world, _GRAD_TAG)
-    _wait(grad_works)
-    assert spare is not None
-    return spare
