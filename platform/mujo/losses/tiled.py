@@ -29,14 +29,13 @@ Columns come from one of two sources:
   returns their gradient; the gather's backward sums it over ranks. Memory: the B x M*D gathered features and their
   gradient, plus O(b * tile) for the logits.
 * **ring** (``torch.distributed`` point-to-point, ``batch_isend_irecv``: gloo or NCCL): the columns travel as W
-  blocks of b rows (all modalities at once, one message per modality; the masks are the globally gathered presence
-  bits, a few bytes per sample). At step t rank r holds block
-  (r - t) mod W, posts the send of it to rank r + 1 and the receive of the next one from rank r - 1, then computes
-  on the block it holds while they travel. In the backward the blocks go round again, each with the gradient of
-  its columns: rank r adds its contribution and passes the sum on, and after W hops every block's gradient arrives
-  at its owner, complete. A rank holds two column blocks at a time, and in the backward also two block-sized
-  gradient buffers (the partial sum it adds to and sends on, the one it receives into) and its rows' gradient:
-  O(b * M * D) in all.
+  blocks of b rows, one modality at a time (the masks are the globally gathered presence bits, a few bytes per
+  sample). At step t rank r holds block (r - t) mod W; when it has computed the tiles of one modality's block it
+  sends that block to rank r + 1 and receives the next one from rank r - 1 while it computes the next modality's
+  tiles. In the backward the blocks go round again, each with the gradient of its columns: rank r adds its
+  contribution and passes the sum on, and after W hops every block's gradient arrives at its owner, complete. A
+  rank holds about one block and one gradient buffer of every modality (plus those of the modality in flight) and
+  its rows' gradient: O(b * M * D) in all, nothing of size B.
 
 Every rank must call the forward and backward (both are collectives in the ring form): :class:`MuJoLoss` keeps the
 function's output in the loss of every rank whenever any pair has a valid sample in the global batch.
