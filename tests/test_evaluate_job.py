@@ -39,7 +39,7 @@ def test_fanout_on_an_ingested_dataset(ray_session, tmp_path):
     entries = manifest.quarantine.entries
     assert manifest.quarantine.count == 4 and all("too short" in e.reason for e in entries)
     out = evaluate(cfg, artefact, manifest)
-    assert len(out["rows"]) == 1 * 2 * 1 * 2 and all(r["status"] == "ok" for r in out["rows"])
+    assert len(out["rows"]) == 1 * 2 * 1 * 2 and all(r.status == "ok" for r in out["rows"])
     assert "| acc | baseline |" in out["table"] and "| acc | frozen |" in out["table"]
     # zero-shot (Table 3 shape): both pretrained models, with and without the no-activity class
     for needle in ("top-1", "top-5", "| multimodal | acc | none | with |", "| multimodal | acc | none | without |",

@@ -160,12 +160,12 @@ def test_fanout_keeps_the_best_seed_and_main_predicts_with_it(ray_session, tmp_p
     from mujo.run import EvaluationPlan
 
     rows = run_fanout(cfg, pretrained, manifest, prepare_data(EvaluationPlan.from_config(cfg), manifest, None))
-    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
-    kept = [r for r in rows if r["classifier"]]
-    best = max(rows, key=lambda r: (r["val_macro_f1"], -r["seed"]))
-    assert kept == [best] and kept[0]["classifier"].endswith("models/tinyhar/acc-frozen-1")
-    card = load_classifier(kept[0]["classifier"]).card
-    assert card.seed == best["seed"] and card.metrics.val_macro_f1 == pytest.approx(best["val_macro_f1"])
+    assert len(rows) == 2 and all(r.status == "ok" for r in rows)
+    kept = [r for r in rows if r.classifier]
+    best = max(rows, key=lambda r: (r.val_macro_f1, -r.seed))
+    assert kept == [best] and kept[0].classifier.endswith("models/tinyhar/acc-frozen-1")
+    card = load_classifier(kept[0].classifier).card
+    assert card.seed == best.seed and card.metrics.val_macro_f1 == pytest.approx(best.val_macro_f1)
     assert storage.list_files(storage.join(cfg.run_dir, "models", "tinyhar")) and not storage.exists(
         storage.join(cfg.run_dir, "models", "tinyhar", "trials-mp-finetune"))
     out = predict_with_best(cfg, rows, manifest)

@@ -1,6 +1,7 @@
 """Report aggregation: each cell counts its seeds; failed trials are shown as failed, never dropped."""
 
-from mujo.evaluate.report import aggregate, box_plot, markdown_table, to_csv
+from mujo.evaluate.report import aggregate, box_plot, markdown_table, trials_csv
+from mujo.run import TrialResult
 
 
 def rows():
@@ -10,7 +11,7 @@ def rows():
             out.append({"dataset": "d", "inputs": "acc", "setting": setting, "fraction": 0.02, "seed": seed,
                         "calibration": "none", "status": "ok", "test_macro_f1": 0.5 + 0.1 * seed})
     out[-1] = {**out[-1], "status": "failed", "test_macro_f1": None, "error": "RuntimeError: boom"}
-    return out
+    return [TrialResult(**r) for r in out]
 
 
 def test_cells_count_seeds_and_show_failures():
@@ -22,5 +23,5 @@ def test_cells_count_seeds_and_show_failures():
     table = markdown_table(agg)
     assert "| acc | baseline | 0.600 ± 0.100 |" in table
     assert "| acc | frozen | 0.550 ± 0.071 (1 failed) |" in table
-    assert to_csv(rows()).count("failed") == 1
+    assert trials_csv(rows()).count("failed") == 1
     assert box_plot(rows())[:4] == b"\x89PNG"

@@ -15,12 +15,12 @@ import numpy as np
 
 from mujo import storage
 from mujo.config import MainConfig
+from mujo.run import INPUT_SEP, Manifest, RunLayout, TrialResult
 
 log = logging.getLogger(__name__)
-INPUT_SEP = "+"
 
 
-def label_texts(manifest: Mapping) -> dict[str, str]:
+def label_texts(manifest: Manifest) -> dict[str, str]:
     """Class name -> label text: the raw folder's ``dataset.json`` (``label_text``, written by the adapters) when
     it has them, else the class name with spaces (what zero-shot embeds)."""
     from mujo.data.text import canonical_text
@@ -42,8 +42,6 @@ def default_name(inputs: list[str], setting: str, fraction: float, seed: int, ca
 
 def finetune_output(cfg: MainConfig) -> str:
     """``finetune.output``, else ``<run>/models/<finetune.name or a name from the settings>``."""
-    from mujo.run import RunLayout
-
     f = cfg.finetune
     return f.output or RunLayout.of(cfg).model(f.name or default_name(f.inputs, f.setting, f.fraction, f.seed,
                                                                       f.calibration))
@@ -138,8 +136,6 @@ def keep_spec(cfg: MainConfig, manifest: dict, pretrained: str, name: str) -> di
     if not cfg.evaluate.keep_classifiers:
         return None
     from mujo.models.artefact import manifest_digest
-    from mujo.run import RunLayout
-
     layout, dataset = RunLayout.of(cfg), manifest.dataset
     return {"dir": layout.model(dataset, f"trials-{name}"), "labels": list(manifest.labels),
             "label_texts": label_texts(manifest), "video_dim": int(manifest.video_dim),
@@ -191,37 +187,32 @@ def _delete_tree(uri: str) -> None:
         log.warning("could not delete %s: %s", uri, exc)
 
 
-def keep_best(rows: list[dict], keep: Mapping) -> list[dict]:
+def keep_best(rows: list[TrialResult], keep: Mapping) -> list[TrialResult]:
     """After the fan-out: per cell (dataset, inputs, setting, fraction, calibration) the classifier of the seed with
     the best validation Macro F1 (ties: the lower seed) is copied to ``<models>/<cell>`` and the trials' folder is
-    deleted. Sets ``row["classifier"]`` on the kept rows; returns one row per kept classifier."""
-    cells: dict[tuple, list[dict]] = {}
+    deleted. Returns the rows, the kept ones with ``classifier`` set to their artefact."""
+    cells: dict[tuple, list[TrialResult]] = {}
     for r in rows:
-        if r["status"] == "ok" and r.get("val_macro_f1") is not None:
-            cells.setdefault((r["inputs"], r["setting"], float(r["fraction"]), r["calibration"]), []).append(r)
-    kept = []
-    for r in rows:
-        r.setdefault("classifier", "")
-    for (inputs, setting, fraction, calibration), group in sorted(cells.items()):
-        best = max(group, key=lambda r: (float(r["val_macro_f1"]), -int(r["seed"])))
-        src = storage.join(keep["dir"], trial_key(best))
+        if r.status == "ok" and r.val_macro_f1 is not None:
+            cells.setdefault(r.cell, []).append(r)
+    chosen: dict[int, str] = {}
+    for (_, inputs, calibration, setting, fraction), group in sorted(cells.items()):
+        best = max(group, key=lambda r: (float(r.val_macro_f1), -int(r.seed)))
+        src = storage.join(keep["dir"], trial_key(best.model_dump()))
         cal = "" if calibration == "none" else f"-{calibration}"
         dst = storage.join(keep["models_dir"], f"{inputs.replace(INPUT_SEP, '_')}-{setting}-{fraction:g}{cal}")
         if storage.exists(dst):
             _delete_tree(dst)
         _copy_tree(src, dst)
-        best["classifier"] = dst
-        kept.append({"inputs": inputs, "setting": setting, "fraction": fraction, "calibration": calibration,
-                     "seed": best["seed"], "val_macro_f1": best["val_macro_f1"],
-                     "test_macro_f1": best["test_macro_f1"], "classifier": dst})
+        chosen[id(best)] = dst
     _delete_tree(keep["dir"])
-    return kept
+    return [r.model_copy(update={"classifier": chosen[id(r)]}) if id(r) in chosen else r for r in rows]
 
 
-def best_classifier(kept: list[dict], inputs: str = "acc") -> dict | None:
+def best_classifier(rows: list[TrialResult], inputs: str = "acc") -> TrialResult | None:
     """The kept classifier of ``inputs`` with the best validation Macro F1 over all cells (ties: more labels)."""
-    mine = [k for k in kept if k["inputs"] == inputs and k["calibration"] in ("none", "unsupervised")]
-    return max(mine, key=lambda k: (float(k["val_macro_f1"]), float(k["fraction"]))) if mine else None
+    mine = [r for r in rows if r.classifier and r.inputs == inputs and r.calibration in ("none", "unsupervised")]
+    return max(mine, key=lambda r: (float(r.val_macro_f1), float(r.fraction))) if mine else None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -240,23 +231,20 @@ def check_after_main(cfg: MainConfig) -> None:
         raise ConfigError("predict.after_main predicts with the best acc classifier: add [acc] to evaluate.inputs")
 
 
-def predict_with_best(cfg: MainConfig, rows: list[dict], manifest: dict) -> dict:
+def predict_with_best(cfg: MainConfig, rows: list[TrialResult], manifest: Manifest) -> dict:
     """Predict the evaluated dataset's test recordings (raw clips, whole) with the fan-out's best acc classifier
     (best validation Macro F1 over its kept cells); returns the prediction summary and a printable table."""
     from mujo.pipelines.predict import run_predict, timeline_table
 
-    kept = [{**r, "inputs": r["inputs"], "fraction": float(r["fraction"])} for r in rows if r.get("classifier")]
-    best = best_classifier(kept, "acc")
+    best = best_classifier(rows, "acc")
     if best is None:
         raise ValueError("no acc classifier was kept by the fan-out (all its acc trials failed?)")
     pcfg = cfg.predict if cfg.predict.splits else cfg.predict.model_copy(update={"splits": ["test"]})
-    from mujo.run import RunLayout
-
     out = cfg.predict.output or RunLayout.of(cfg).predictions(f"{manifest.dataset}-test")
-    summary = run_predict(best["classifier"], manifest.raw, out, pcfg)
-    head = (f"Best acc classifier of the fan-out ({best['setting']}, {float(best['fraction']):g} of the labels, seed "
-            f"{best['seed']}, val Macro F1 {float(best['val_macro_f1']):.3f}): {best['classifier']}\n"
+    summary = run_predict(best.classifier, manifest.raw, out, pcfg)
+    head = (f"Best acc classifier of the fan-out ({best.setting}, {float(best.fraction):g} of the labels, seed "
+            f"{best.seed}, val Macro F1 {float(best.val_macro_f1):.3f}): {best.classifier}\n"
             f"Predicted on the {', '.join(pcfg.splits)} subjects' recordings (whole, {pcfg.smoothing}-window "
             f"smoothing) with Ray Data -> {out}\n\n")
-    return {"summary": {k: v for k, v in summary.items() if k != "recordings_detail"}, "classifier": best,
+    return {"summary": {k: v for k, v in summary.items() if k != "recordings_detail"}, "classifier": best.model_dump(),
             "table": head + timeline_table(summary)}

@@ -276,6 +276,7 @@ class TrialResult(BaseModel):
     epoch: int | None = None
     train_samples: int | None = None
     trial_path: str | None = None
+    classifier: str = Field("", description="the kept classifier artefact of this trial (evaluate.keep_classifiers)")
 
     @property
     def cell(self) -> tuple[str, str, str, str, float]:

@@ -99,7 +99,7 @@ def run_main(cfg: MainConfig) -> dict:
     summary = {"run_dir": run_dir, "artefact": artefact, "timings_s": timings,
                "pretrain": {k: v for k, v in final.items() if k in ("step", "loss", "temperature")
                             or k.startswith("val/R@1/mean")},
-               "trials": len(rows), "failed_trials": sum(r["status"] == "failed" for r in rows),
+               "trials": len(rows), "failed_trials": sum(r.status == "failed" for r in rows),
                "results": out, "tensorboard": f"tensorboard --logdir {run_dir}"}
     if deployed is not None:
         summary["predict"] = {"classifier": deployed["classifier"]["classifier"],

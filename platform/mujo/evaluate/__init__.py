@@ -20,7 +20,7 @@ from typing import Any
 
 from mujo import storage
 from mujo.evaluate.data import SplitArrays, prepare_data
-from mujo.evaluate.report import aggregate, box_plot, markdown_table, to_csv, zero_shot_table
+from mujo.evaluate.report import aggregate, box_plot, markdown_table, to_csv, trials_csv, zero_shot_table
 from mujo.run import EvaluationPlan, Manifest, RunLayout
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def evaluate(cfg: Any, artefact: str, manifest: Manifest, reference: Manifest | 
     """Run ``plan`` (default: the config's whole evaluation) for one pretrained artefact on one preprocessed
     dataset: the fine-tuning fan-out and/or zero-shot, on data prepared once; writes the dataset's results folder
     (``results.md``, ``trials.csv``, ``summary.csv``, ``macro_f1.png``, ``zeroshot.md``, ``zeroshot.csv``).
-    Returns ``rows`` (fan-out trials), ``zero_shot`` rows, the printable ``table`` and the ``results`` folder."""
+    Returns ``rows`` (the fan-out's :class:`~mujo.run.TrialResult`), ``zero_shot`` rows, the printable ``table`` and the ``results`` folder."""
     plan = plan or EvaluationPlan.from_config(cfg)
     layout = RunLayout.of(cfg)
     data = data if data is not None else prepare_data(plan, manifest, reference, layout)
@@ -63,7 +63,7 @@ def evaluate(cfg: Any, artefact: str, manifest: Manifest, reference: Manifest | 
         cells = aggregate(rows)
         tables.append(markdown_table(cells))
         storage.write_text(storage.join(out_dir, "results.md"), tables[-1])
-        storage.write_text(storage.join(out_dir, "trials.csv"), to_csv(rows))
+        storage.write_text(storage.join(out_dir, "trials.csv"), trials_csv(rows))
         storage.write_text(storage.join(out_dir, "summary.csv"), to_csv(cells))
         storage.write_bytes(storage.join(out_dir, "macro_f1.png"), box_plot(rows))
         out["rows"] = rows

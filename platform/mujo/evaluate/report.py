@@ -10,6 +10,8 @@ from typing import Iterable
 
 import numpy as np
 
+from mujo.run import TrialResult
+
 SETTING_ORDER = ("baseline", "frozen", "finetuned")
 
 
@@ -17,16 +19,15 @@ def _fraction_label(f: float) -> str:
     return f"{f * 100:g}%"
 
 
-def aggregate(rows: Iterable[dict]) -> list[dict]:
+def aggregate(rows: Iterable[TrialResult]) -> list[dict]:
     """One row per (dataset, inputs, calibration, setting, fraction): mean, std and count of test Macro F1, and the
     number of failed trials."""
     cells: dict[tuple, dict] = defaultdict(lambda: {"scores": [], "failed": 0})
     for r in rows:
-        key = (r["dataset"], r["inputs"], r.get("calibration", "none"), r["setting"], float(r["fraction"]))
-        if r["status"] == "ok":
-            cells[key]["scores"].append(float(r["test_macro_f1"]))
+        if r.status == "ok":
+            cells[r.cell]["scores"].append(float(r.test_macro_f1))
         else:
-            cells[key]["failed"] += 1
+            cells[r.cell]["failed"] += 1
     out = []
     for (dataset, inputs, calibration, setting, fraction), c in sorted(
             cells.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], SETTING_ORDER.index(kv[0][3])
@@ -102,24 +103,29 @@ def to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def box_plot(rows: list[dict]) -> bytes:
+def trials_csv(rows: Iterable[TrialResult]) -> str:
+    """``trials.csv``: one line per trial, the :class:`~mujo.run.TrialResult` columns."""
+    return to_csv([r.model_dump() for r in rows])
+
+
+def box_plot(rows: list[TrialResult]) -> bytes:
     """PNG: one panel per input modality set; boxes of test Macro F1 per fraction, one colour per setting."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = [r for r in rows if r["status"] == "ok"]
-    inputs = sorted({r["inputs"] for r in ok})
-    fractions = sorted({float(r["fraction"]) for r in ok})
-    settings = [s for s in SETTING_ORDER if any(r["setting"] == s for r in ok)]
+    ok = [r for r in rows if r.status == "ok"]
+    inputs = sorted({r.inputs for r in ok})
+    fractions = sorted({float(r.fraction) for r in ok})
+    settings = [s for s in SETTING_ORDER if any(r.setting == s for r in ok)]
     fig, axes = plt.subplots(1, max(len(inputs), 1), figsize=(5 * max(len(inputs), 1), 4), squeeze=False)
     colors = {"baseline": "#999999", "frozen": "#1f77b4", "finetuned": "#d62728"}
     width = 0.8 / max(len(settings), 1)
     for ax, inp in zip(axes[0], inputs):
         for j, s in enumerate(settings):
-            data = [[r["test_macro_f1"] for r in ok if r["inputs"] == inp and r["setting"] == s
-                     and float(r["fraction"]) == f] for f in fractions]
+            data = [[r.test_macro_f1 for r in ok if r.inputs == inp and r.setting == s and float(r.fraction) == f]
+                    for f in fractions]
             pos = np.arange(len(fractions)) + (j - (len(settings) - 1) / 2) * width
             bp = ax.boxplot(data, positions=pos, widths=width * 0.9, patch_artist=True, manage_ticks=False)
             for patch in bp["boxes"]:

@@ -98,7 +98,7 @@ def param_space(ecfg: EvaluateConfig) -> dict:
 
 
 def run_fanout(cfg: MainConfig, pretrained: str, manifest: Manifest, data: dict[str, dict],
-               name: str | None = None) -> list[dict]:
+               name: str | None = None) -> list[TrialResult]:
     """Run every trial; return one row per trial (its config, final metrics, status and error if any).
 
     ``data`` holds the dataset's splits per calibration mode of the fan-out (:func:`mujo.evaluate.prepare_data`)."""
@@ -136,7 +136,7 @@ def run_fanout(cfg: MainConfig, pretrained: str, manifest: Manifest, data: dict[
     for r in grid:
         metrics = r.metrics or {}
         failed = r.error is not None or not metrics.get("done", False)
-        rows.append(TrialResult(  # the contract of a trials.csv row, checked as each row is made
+        rows.append(TrialResult(  # the contract of a trials.csv row
             dataset=manifest.dataset,
             **{k: r.config[k] for k in ("inputs", "setting", "fraction", "seed", "calibration")},
             status="failed" if failed else "ok",
@@ -144,8 +144,8 @@ def run_fanout(cfg: MainConfig, pretrained: str, manifest: Manifest, data: dict[
             **{k: metrics.get(k) for k in ("test_macro_f1", "val_macro_f1", "best_epoch", "epoch",
                                            "train_samples")},
             trial_path=r.path,
-        ).model_dump())
-    log.info("fan-out: %d trials, %d failed", len(rows), sum(r["status"] == "failed" for r in rows))
-    if keep:  # the best seed's classifier of each cell -> <run>/models/<dataset>/ (row["classifier"])
-        keep_best(rows, keep)
+        ))
+    log.info("fan-out: %d trials, %d failed", len(rows), sum(r.status == "failed" for r in rows))
+    if keep:  # the best seed's classifier of each cell -> <run>/models/<dataset>/ (row.classifier)
+        rows = keep_best(rows, keep)
     return rows
