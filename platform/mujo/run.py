@@ -112,6 +112,15 @@ class RunLayout:
     def search_best(self) -> str:
         return storage.join(self.search, "best.json")
 
+    @property
+    def search_trials(self) -> str:
+        return storage.join(self.search, "trials.json")
+
+    @property
+    def search_best_model(self) -> str:
+        """The best trial's pretrained artefact, copied."""
+        return storage.join(self.search, "best_model")
+
     # evaluation and models
     @property
     def tune(self) -> str:

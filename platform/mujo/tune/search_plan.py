@@ -44,8 +44,6 @@ CHECKPOINT_KEY = "checkpoint_path"      # what Tune's TuneReportCallback adds to
 LAST_CHECKPOINT_KEY = "last_checkpoint"  # carried forward by CarryForward
 FRESH_KEY = "val_reported"
 TRIAL_MEMORY_BYTES = 2**20               # Tune needs a non-empty placement group; with trial_cpus=0 this is it
-TRIALS_FILE = "trials.json"
-BEST_MODEL = "best_model"
 
 
 def split_space(sc: SearchConfig) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -253,7 +251,7 @@ class SearchPlan:
 
     @property
     def trials_json(self) -> str:
-        return storage.join(self.root, TRIALS_FILE)
+        return self.layout.search_trials
 
     @property
     def best_json(self) -> str:
@@ -261,7 +259,7 @@ class SearchPlan:
 
     @property
     def best_model(self) -> str:
-        return storage.join(self.root, BEST_MODEL)
+        return self.layout.search_best_model
 
     def train_name(self, trial_id: str) -> str:
         """A trial's Train run: unique per trial, stable across a retry (which resumes from its checkpoint)."""
