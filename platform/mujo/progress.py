@@ -22,28 +22,30 @@ from mujo.console import ProgressFile
 
 
 class TrialProgress(tune.Callback):
-    """``fan-out: 12/36 trials done, 2 running, 1 failed`` as trials start and end."""
+    """``fan-out trials: 12/36, running 2, failed 1`` as trials start and end."""
 
     def __init__(self, label: str, total: int) -> None:
         self.label, self.total = label, total
-        self.done = self.failed = self.running = 0
+        self.running: set[str] = set()
+        self.done = self.failed = 0
 
     def _show(self) -> None:
-        console.get().progress(self.label, self.done, self.total, running=self.running, failed=self.failed or None)
+        console.get().progress(self.label, self.done, self.total, running=len(self.running),
+                               failed=self.failed or None)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.running = sum(t.status == "RUNNING" for t in trials)
+        self.running.add(trial.trial_id)
         self._show()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running.discard(trial.trial_id)
         self.done += 1
-        self.running = sum(t.status == "RUNNING" and t is not trial for t in trials)
         self._show()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running.discard(trial.trial_id)
         self.done += 1
         self.failed += 1
-        self.running = sum(t.status == "RUNNING" and t is not trial for t in trials)
         self._show()
 
 
