@@ -362,13 +362,11 @@ def test_killed_driver_leaves_no_ray_process(tmp_path):
     seen: dict[int, int] = {}
     while time.time() < deadline and proc.poll() is None:
         seen.update(descendants(proc.pid))
-        cmds = " ".join(_cmdline(p) for p in seen)
-        if "raylet" in cmds and "runtime_env" in cmds and "dashboard" in cmds:
-            break
-        time.sleep(0.3)
+        raylets = [p for p in seen if "/raylet/raylet " in _cmdline(p)]
+        if raylets and sum(_parent(p) == raylets[0] for p in seen) >= 2:
+            break  # the raylet's two agents have just started: killed at once, before the watchdog's next look
+        time.sleep(0.05)
     assert proc.poll() is None, "the job ended before its Ray was up"
-    time.sleep(1.0)  # let the watchdog record the agents too
-    seen.update(descendants(proc.pid))
     ray_procs = {p for p in seen if "mujo.reaper" not in _cmdline(p)}
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -387,6 +385,14 @@ def _cmdline(pid: int) -> str:
             return f.read().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return 0
 
 
 def _running(pid: int) -> bool:

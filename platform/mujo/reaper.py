@@ -8,18 +8,27 @@ once the driver is gone, SIGKILLs the recorded ones that still run (same pid *an
 pid is never hit), then exits. When the driver ends normally it finds nothing left and exits too. Linux only (reads
 ``/proc``); elsewhere it is not started. No Ray import.
 
+Recording alone has a window: a process started after the last look (Ray's agents come up a few seconds after the
+raylet) is missed, and when the driver dies the raylet dies with it and those agents are re-parented to init,
+untraceable by ancestry. So the watchdog also notes the Ray session folders named on the recorded processes'
+command lines (``.../session_<time>_<driver pid>``) and, at the end, kills every process started after the driver
+that holds a file open inside one of them (the agents keep their logs there). No other Ray on the machine shares
+that folder.
+
     python -m mujo.reaper <driver pid>
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
 PROC = "/proc"
+_SESSION = re.compile(r"(/[^\s=]*/session_\d{4}-\d\d-\d\d_[\d\-_]+)")
 
 
 def _stat(pid: int) -> tuple[int, int] | None:
@@ -53,17 +62,62 @@ def descendants(root: int) -> dict[int, int]:
     return out
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"{PROC}/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def session_dirs(pids) -> set[str]:
+    """The Ray session folders named on these processes' command lines."""
+    return {m.rstrip("/") for p in pids for m in _SESSION.findall(_cmdline(p))}
+
+
+def holding_files_in(folders: set[str], since: int) -> dict[int, int]:
+    """Processes started at or after ``since`` (clock ticks) with a file open inside one of ``folders``."""
+    out: dict[int, int] = {}
+    if not folders:
+        return out
+    prefixes = tuple(f + "/" for f in folders)
+    for name in os.listdir(PROC):
+        if not name.isdigit():
+            continue
+        st = _stat(int(name))
+        if st is None or st[1] < since:
+            continue
+        try:
+            fds = os.listdir(f"{PROC}/{name}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"{PROC}/{name}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith(prefixes):
+                out[int(name)] = st[1]
+                break
+    return out
+
+
 def watch(driver: int, interval: float = 0.5) -> int:
     """Run until ``driver`` is gone; then kill what it left. Returns the number of processes killed."""
     me = os.getpid()
     started = _stat(driver)
     seen: dict[int, int] = {}
+    folders: set[str] = set()
     while True:
         now = _stat(driver)
         if now is None or (started is not None and now[1] != started[1]):
             break
-        seen.update({p: s for p, s in descendants(driver).items() if p != me})
+        new = {p: s for p, s in descendants(driver).items() if p != me and p not in seen}
+        seen.update(new)
+        folders |= session_dirs(new)
         time.sleep(interval)
+    if started is not None:
+        seen.update({p: s for p, s in holding_files_in(folders, started[1]).items() if p != me})
     killed = 0
     for pid, start in seen.items():
         st = _stat(pid)
