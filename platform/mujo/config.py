@@ -168,6 +168,49 @@ class LossConfig(_Strict):
         return self.loss_impl == "tiled" and self.ring is not False
 
 
+# ---- sensor realism (issue 17, mujo.data.realism; docs/sensor-realism.md) -------------------------------------
+
+class RealismConfig(_Strict):
+    """Sensor realism applied to every pretraining batch (``pretrain.realism``): each switch adds one effect of a real
+    watch to the virtual IMU, drawn anew per batch and deterministic per seed; all off (the identity) by default.
+    The physical basis of each is in :mod:`mujo.data.realism` and docs/sensor-realism.md."""
+
+    mirror_p: float = Field(0.0, ge=0.0, le=1.0, description="share of samples mirrored left/right (pose with them)")
+    placement: bool = Field(False, description="the sensor sits placement_cm up the forearm from the wrist joint")
+    placement_cm: tuple[float, float] = Field((1.0, 6.0), description="range of that distance, cm")
+    orientation: Literal["off", "wrist", "any"] = Field("off", description=(
+        "watch axes vs the forearm frame: wrist = uniform roll about the forearm plus tilt_deg tilts; any = uniform"))
+    tilt_deg: float = Field(10.0, ge=0.0, le=90.0)
+    sensor: bool = Field(False, description="per-axis gain and zero-g bias, white noise, 16-bit quantisation")
+    gain_std: float = Field(0.02, ge=0.0, le=0.5)
+    bias_std: float = Field(0.4, ge=0.0, le=5.0, description="m/s^2")
+    noise_ug: float = Field(150.0, ge=0.0, le=10000.0, description="noise density, micro-g per sqrt(Hz)")
+    saturation: bool = Field(False, description="clip at the full-scale range, drawn per sample from range_g")
+    range_g: list[float] = Field(default_factory=lambda: [8.0, 16.0], min_length=1)
+    linear_p: float = Field(0.0, ge=0.0, le=1.0, description="share of samples with gravity removed (linear acc)")
+    jitter: bool = Field(False, description="clock rate error and uneven sample times, read back as uniform 50 Hz")
+    rate_error: float = Field(0.03, ge=0.0, le=0.2)
+    jitter_ms: float = Field(2.0, ge=0.0, le=20.0)
+    one_wrist_p: float = Field(0.0, ge=0.0, le=1.0, description="share of samples keeping one wrist (other zeros)")
+    seed: int = 0
+
+    @field_validator("placement_cm")
+    @classmethod
+    def _cm(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 <= v[0] <= v[1] <= 20.0:
+            raise ValueError(f"placement_cm must be 0 <= low <= high <= 20 cm, got {list(v)}")
+        return v
+
+    @field_validator("range_g")
+    @classmethod
+    def _ranges(cls, v: list[float]) -> list[float]:
+        if any(not 1.0 <= g <= 64.0 for g in v):
+            raise ValueError(f"range_g values are full-scale ranges in g (2, 4, 8, 16, ...), got {v}")
+        return v
+
+# ---- end of sensor realism ------------------------------------------------------------------------------------
+
+
 class PretrainConfig(_Strict):
     dataset: SafeName = "synthfit"
     num_workers: int = Field(2, ge=0)
@@ -194,6 +237,7 @@ class PretrainConfig(_Strict):
         "labelled validation windows per class for val/fewshot_f1 (few-shot Macro F1 of each sensor modality's "
         "embeddings, nearest class mean, at every epoch end); 0: not computed"))
     seed: int = 0
+    realism: RealismConfig = Field(default_factory=RealismConfig)  # issue 17: sensor realism per batch
 
 
 class EvaluateConfig(_Strict):

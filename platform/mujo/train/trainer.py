@@ -37,10 +37,11 @@ import numpy as np
 import torch
 
 from mujo.config import MainConfig
+from mujo.data.realism import SensorRealism
 from mujo.losses import MuJoLoss, PeakMemory, clamp_logit_scale_, grad_cache_step
 from mujo.evaluate.metrics import fewshot_macro_f1, retrieval_recall_at_k
 from mujo.models.mujo import MuJoModel, build_model
-from mujo.schema import MASK_COLUMNS, TENSOR_MODALITY_COLUMN
+from mujo.schema import FS, MASK_COLUMNS, TENSOR_MODALITY_COLUMN
 from mujo.train.gpu import gpu_metrics
 from mujo.train.schedule import Cadence
 
@@ -267,6 +268,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
                                                            lr_lambda(pc.warmup_steps, self.cadence.total_steps))
         self.loss_fn = build_loss(cfg)
+        # issue 17: sensor realism, drawn per (rank, step) on every training batch; identity when all switches off
+        self.realism = SensorRealism(pc.realism, fs=FS, seed=pc.seed)
         self.global_step = 0
         self.history: list[dict[str, Any]] = []
         self.resumed_from: list[int] = []
@@ -313,6 +316,7 @@ class Trainer:
         if self._clock is None:
             self.start()
         epoch = self.position[0]
+        batch = self.realism(batch, rank=self.rank, step=self.global_step)  # issue 17: sensor realism (no-op when off)
         scale = float(self.model.logit_scale.detach())
         with PeakMemory(self.device) as peak:  # the step's peak above its start (memory/step_peak_mib)
             loss, per_pair = train_step(self.net, self.model, self.loss_fn, self.optimizer, self.scheduler, batch,
