@@ -9,7 +9,7 @@ import pytest
 
 from mujo.data import imu, synth, video
 from mujo.data import skeleton as sk
-from mujo.data.activities import ACTIVITIES, CATALOGUE, MMFIT_ACTIVITIES, get_activity
+from mujo.data.activities import ACTIVITIES, CATALOGUE, HAR_COVERAGE, MMFIT_ACTIVITIES, WIDE_ACTIVITIES, get_activity
 
 FS = 50.0
 
@@ -41,8 +41,11 @@ def test_activity_catalogue() -> None:
         "sitting", "stairs_up", "stairs_down", "jump_rope", "high_knees", "arm_circles", "boxing", "toe_touches",
         "waving")
     assert MMFIT_ACTIVITIES == ACTIVITIES[:10]
-    assert set(CATALOGUE) == set(ACTIVITIES)
-    assert all(get_activity(a).freq_hz > 0 for a in ACTIVITIES)
+    # the wide vocabulary keeps the default's names and class indices first, and the catalogue knows all of them
+    assert WIDE_ACTIVITIES[:22] == ACTIVITIES and len(WIDE_ACTIVITIES) == 40 == len(set(WIDE_ACTIVITIES))
+    assert set(CATALOGUE) == set(WIDE_ACTIVITIES)
+    assert all(get_activity(a).freq_hz > 0 for a in WIDE_ACTIVITIES)
+    assert set(WIDE_ACTIVITIES) == set(synth._MOTIONS)
     with pytest.raises(KeyError, match="unknown activity"):
         get_activity("yoga")
 
@@ -58,7 +61,7 @@ def test_same_seed_same_clip_and_different_seed_differs() -> None:
     assert synth.sample_subject("x", 5) == synth.sample_subject("x", 5)
 
 
-@pytest.mark.parametrize("activity", ACTIVITIES)
+@pytest.mark.parametrize("activity", WIDE_ACTIVITIES)
 def test_every_activity_shape_dtype_finite_and_on_the_floor(activity: str) -> None:
     out = synth.generate_motion(activity, _subject(1), 4.0, seed=7)
     pose = out["pose"]
@@ -66,11 +69,12 @@ def test_every_activity_shape_dtype_finite_and_on_the_floor(activity: str) -> No
     assert out["fs"] == FS and -np.pi <= out["facing_yaw"] < np.pi and -np.pi <= out["camera_yaw"] < np.pi
     z = pose[..., 2]
     assert z.min() > -0.05  # body on or above the floor (noise aside)
-    if not activity.startswith("stairs"):  # on stairs the floor under the feet rises or falls
+    if not activity.startswith("stairs") and activity != "cycling":  # stairs: the floor rises or falls; on a bike
+        # the feet are on the pedals
         assert np.percentile(z.min(axis=1), 50) < 0.15  # something touches the floor most of the time
 
 
-@pytest.mark.parametrize("activity", ACTIVITIES)
+@pytest.mark.parametrize("activity", WIDE_ACTIVITIES)
 def test_bone_lengths_are_constant(activity: str) -> None:
     pose = synth.generate_motion(activity, _subject(2), 4.0, seed=1, noise_std=0.0)["pose"]
     lengths = _bone_lengths(pose)
@@ -189,3 +193,54 @@ def test_video_features_separate_activities() -> None:
     between = np.mean([np.linalg.norm(means[a, 1] - means[b, 2])
                        for a in ("squats", "pushups", "waving") for b in ("squats", "pushups", "waving") if a != b])
     assert between > within
+
+
+def test_wide_activities_look_like_themselves() -> None:
+    subject = _subject(3)
+
+    def clip(activity: str) -> np.ndarray:
+        return synth.generate_motion(activity, subject, 10.0, seed=5, noise_std=0.0)["pose"].astype(np.float64)
+
+    standing, lying, cycling, jogging, running = (clip(a) for a in ("standing", "lying", "cycling", "jogging",
+                                                                     "running"))
+    assert np.median(lying[:, sk.HEAD, 2]) < 0.5 and np.median(standing[:, sk.HEAD, 2]) > 1.3
+
+    def speed(p: np.ndarray) -> float:
+        return float(np.linalg.norm(p[-1, sk.PELVIS, :2] - p[0, sk.PELVIS, :2]) / 10.0)
+
+    assert speed(cycling) > 3.0 > speed(running) > speed(jogging) > 1.0  # a bike outruns a runner; joggers are slower
+    assert np.ptp(cycling[:, sk.PELVIS, 2]) < 0.02  # seated on the saddle
+    assert np.ptp(cycling[:, sk.L_ANKLE, 2]) > 0.2  # feet circling on the pedals
+    acc = {a: np.linalg.norm(imu.virtual_wrist_acc(clip(a).astype(np.float32), FS).reshape(-1, 2, 3), axis=-1)
+           for a in ("badminton", "tennis_forehand", "external_rotation", "lying")}
+    assert acc["badminton"].max() > 2.0 * G and acc["tennis_forehand"].max() > 2.0 * G  # racket swings are fast
+    assert acc["external_rotation"].max() < 1.5 * G and acc["lying"].max() < 1.5 * G  # rehab and rest are gentle
+    rehab = {a: clip(a) for a in ("shoulder_flexion", "shoulder_abduction")}
+    for pose in rehab.values():  # one arm works, the other rests
+        lift = [np.ptp(pose[:, w, 2]) for w in (sk.L_WRIST, sk.R_WRIST)]
+        assert max(lift) > 0.4 and min(lift) < 0.1
+
+
+G = imu.G
+
+
+def test_har_coverage_names_real_labels_and_known_activities() -> None:
+    """The coverage map's keys are the labels the adapters' cards declare, and its values are catalogue names; the
+    wide vocabulary covers MHEALTH, MotionSense, MM-Fit and BasicMotions completely."""
+    import pathlib
+
+    import yaml
+
+    root = pathlib.Path(__file__).resolve().parents[1] / "datasets"
+    for dataset, mapping in HAR_COVERAGE.items():
+        assert all(v is None or v in CATALOGUE for v in mapping.values()), dataset
+        card = root / f"{dataset}.yaml"
+        if card.exists():
+            labels = {entry["name"] for entry in yaml.safe_load(card.read_text())["labels"]}
+            assert set(mapping) == labels, dataset
+    for dataset in ("mhealth", "motionsense", "mmfit", "basicmotions"):
+        assert all(v in WIDE_ACTIVITIES for v in HAR_COVERAGE[dataset].values()), dataset
+    from mujo.data.clips import resolve_activities
+
+    assert resolve_activities("wide") == WIDE_ACTIVITIES and resolve_activities("all") == ACTIVITIES
+    assert resolve_activities(["badminton", "walking"]) == ("badminton", "walking")

@@ -261,6 +261,7 @@ class _Motion:
     lift: np.ndarray | float = 0.0  # metres added to z (hops, stairs)
     anchor_feet: bool = True
     hands_on_floor: bool = False
+    saddle: float | None = None  # metres: the pelvis rests on a seat at this height (cycling), not on the feet
 
 
 def _base(c: _Ctx) -> dict[str, np.ndarray]:
@@ -606,6 +607,195 @@ def _waving(c: _Ctx) -> _Motion:
     return _Motion(a)
 
 
+# ---- the wide vocabulary (activities.WIDE_ACTIVITIES) --------------------------------------------------------
+
+def _other(side: str) -> str:
+    return "l" if side == "r" else "r"
+
+
+def _affected_side(c: _Ctx) -> str:
+    """The arm a one-arm exercise works: the dominant one in 70 % of clips."""
+    dominant = "r" if c.subject.right_handed else "l"
+    return dominant if c.rng.random() < 0.7 else _other(dominant)
+
+
+def _lying(c: _Ctx) -> _Motion:
+    a, p, t, rng = _base(c), c.p, c.t, c.rng
+    a["pelvis_pitch"] = -88.0 + rng.uniform(-3.0, 3.0)
+    a["spine_flex"] -= c.subject.lean_deg
+    fidget = p["fidget"]
+    on_belly = rng.random() < 0.3
+    for side, _ in _SIDES:
+        a[f"{side}_hip_flex"] = np.zeros_like(t) + rng.uniform(0.0, 8.0)
+        a[f"{side}_knee"] = np.zeros_like(t) + rng.uniform(3.0, 15.0) + 0.5 * fidget * _slow_wave(rng, t, (0.04, 0.1))
+        if on_belly:
+            _set_arm(a, side, 25.0, 12.0, -40.0, 95.0 + fidget * _slow_wave(rng, t, (0.05, 0.12)))
+        else:
+            _set_arm(a, side, fidget * _slow_wave(rng, t, (0.05, 0.13)), 10.0, 0.0, c.subject.elbow_rest_deg)
+    return _Motion(a)
+
+
+def _cycling(c: _Ctx) -> _Motion:
+    a, p, t, rng = _base(c), c.p, c.t, c.rng
+    a["pelvis_pitch"] += p["lean"] + rng.uniform(-8.0, 8.0)
+    a["pelvis_roll"] += 2.0 * np.sin(c.phase)
+    for side, offset in (("r", 0.0), ("l", np.pi)):
+        amp = c.side_amp(side)
+        a[f"{side}_hip_flex"] = 60.0 + a["pelvis_pitch"] + p["hip"] * amp * np.sin(c.phase + offset)
+        a[f"{side}_knee"] = 75.0 + p["knee"] * amp * np.sin(c.phase + offset + 0.5 * np.pi)
+        a[f"{side}_hip_abd"] = a[f"{side}_hip_abd"] * 0.3
+    road = 1.5 * _slow_wave(rng, t, (1.7, 2.9, 4.3))  # road and handlebar vibration, degrees
+    reach = rng.uniform(55.0, 75.0)
+    for side, _ in _SIDES:
+        _set_arm(a, side, reach - a["pelvis_pitch"] + road, 12.0, -15.0, rng.uniform(15.0, 35.0) + road)
+    saddle = 0.97 * (c.subject.thigh + c.subject.shank) + c.subject.ankle_height  # the stretched leg just reaches
+    return _Motion(a, forward=c.travelled(p["stride"]), anchor_feet=False, saddle=saddle)
+
+
+def _waist_bends(c: _Ctx) -> _Motion:
+    a, p, r = _base(c), c.p, c.rep()
+    bend = p["bend"] * c.amp * r
+    a["pelvis_pitch"] = 0.6 * bend
+    a["spine_flex"] += 0.4 * bend
+    for side, _ in _SIDES:
+        a[f"{side}_hip_flex"] = 2.0 + a["pelvis_pitch"]
+        _set_arm(a, side, 0.85 * (a["pelvis_pitch"] + a["spine_flex"]), 8.0, 0.0, c.subject.elbow_rest_deg)
+    return _Motion(a)
+
+
+def _jump_front_back(c: _Ctx) -> _Motion:
+    a, p = _base(c), c.p
+    two = np.cos(2.0 * c.phase)
+    crouch = np.maximum(0.0, two)
+    for side, _ in _SIDES:
+        a[f"{side}_knee"] += 10.0 + 35.0 * crouch
+        a[f"{side}_hip_flex"] += 8.0 + 30.0 * crouch
+        _set_arm(a, side, 10.0 + 50.0 * c.side_amp(side) * np.sin(2.0 * c.phase), 8.0, 0.0, 25.0)
+    a["pelvis_pitch"] += 15.0 * crouch
+    position = p["reach"] * c.amp * 0.5 * (1.0 - np.cos(c.phase))
+    return _Motion(a, forward=position, lift=p["hop"] * c.amp * np.maximum(0.0, -two))
+
+
+def _bench_press(c: _Ctx) -> _Motion:
+    a, p, r, t = _base(c), c.p, c.rep(), c.t
+    a["pelvis_pitch"] = -88.0
+    a["spine_flex"] -= c.subject.lean_deg
+    for side, _ in _SIDES:
+        a[f"{side}_hip_flex"] = np.zeros_like(t) + 40.0  # knees up, feet on the floor
+        a[f"{side}_knee"] = np.zeros_like(t) + 85.0
+        d = np.minimum(p["depth"] * c.side_amp(side), 1.0) * r
+        _set_arm(a, side, 90.0 - 80.0 * d, 10.0 + 60.0 * d, 0.0, 5.0 + 90.0 * d)
+    return _Motion(a)
+
+
+def _hammer_curls(c: _Ctx) -> _Motion:
+    a, p, r = _base(c), c.p, c.rep()
+    for side, _ in _SIDES:
+        _set_arm(a, side, 4.0 + p["shoulder"] * r, 6.0, 30.0,
+                 c.subject.elbow_rest_deg + p["elbow"] * c.side_amp(side) * r)
+    return _Motion(a)
+
+
+def _upright_rows(c: _Ctx) -> _Motion:
+    a, p, r = _base(c), c.p, c.rep()
+    for side, _ in _SIDES:
+        amp = c.side_amp(side)
+        _set_arm(a, side, 12.0 + 15.0 * r, 8.0 + p["abd"] * amp * r, -25.0 * r,
+                 c.subject.elbow_rest_deg + p["elbow"] * amp * r)
+    return _Motion(a)
+
+
+def _triceps_pushdowns(c: _Ctx) -> _Motion:
+    a, p, r = _base(c), c.p, c.rep()
+    a["spine_flex"] += 10.0
+    for side, _ in _SIDES:
+        _set_arm(a, side, 8.0, 8.0, -10.0, 100.0 - p["elbow"] * c.side_amp(side) * r)
+    return _Motion(a)
+
+
+def _front_raises(c: _Ctx) -> _Motion:
+    a, p, r = _base(c), c.p, c.rep()
+    alternating = c.rng.random() < 0.3
+    for side, offset in (("l", 0.0), ("r", np.pi if alternating else 0.0)):
+        rs = c.rep(c.phase + offset)
+        _set_arm(a, side, 5.0 + p["flex"] * c.side_amp(side) * rs, 8.0, 0.0, c.subject.elbow_rest_deg)
+    return _Motion(a)
+
+
+def _rehab_arm(c: _Ctx, key: str) -> _Motion:
+    """One affected arm moves slowly through a limited range of motion drawn per clip; the other rests."""
+    a, p, r = _base(c), c.p, c.rep()
+    side = _affected_side(c)
+    rom = c.rng.uniform(p["rom_lo"], p["rom_hi"]) * c.side_amp(side)
+    if key == "shoulder_flexion":
+        _set_arm(a, side, 5.0 + rom * r, 8.0, 0.0, 8.0)
+    elif key == "shoulder_abduction":
+        _set_arm(a, side, 10.0, 8.0 + rom * r, 10.0 * r, 8.0)
+    elif key == "elbow_flexion":
+        a["pelvis_pitch"] += c.rng.uniform(-5.0, 5.0)
+        _seat(a, c)
+        _set_arm(a, side, 10.0, 8.0, 0.0, 10.0 + rom * r)
+    else:  # external rotation: the forearm swings outwards about the upper arm
+        _set_arm(a, side, 5.0, 6.0, -10.0 + rom * r, 90.0)
+    return _Motion(a)
+
+
+def _pendulum_swings(c: _Ctx) -> _Motion:
+    a, p = _base(c), c.p
+    a["pelvis_pitch"] += p["trunk"] + c.rng.uniform(-10.0, 10.0)
+    for side, _ in _SIDES:
+        a[f"{side}_knee"] = np.zeros_like(a[f"{side}_knee"]) + 15.0
+        a[f"{side}_hip_flex"] = 8.0 + a["pelvis_pitch"]
+    side = _affected_side(c)
+    hanging = a["pelvis_pitch"] + a["spine_flex"]
+    circle = p["circle"] * c.side_amp(side)
+    direction = 1.0 if c.rng.random() < 0.5 else -1.0
+    _set_arm(a, side, hanging + circle * np.sin(c.phase), 10.0 + direction * circle * np.cos(c.phase), 0.0, 12.0)
+    _set_arm(a, _other(side), hanging + 35.0, 10.0, 0.0, 25.0)  # the hand on a table or knee
+    return _Motion(a)
+
+
+def _badminton(c: _Ctx) -> _Motion:
+    a, p, rng = _base(c), c.p, c.rng
+    side = _affected_side(c)
+    cyc = c.cycle
+    n = int(np.ceil(cyc.max())) + 2
+    strength = rng.uniform(0.7, 1.1, n)[np.floor(cyc).astype(int)]
+    cock = _bump(cyc, 0.35, 8.0)  # racket cocked behind the head
+    hit = _bump(cyc, 0.5, 30.0) * strength  # fast extension at the shuttle
+    swing = p["swing"] * c.side_amp(side)
+    _set_arm(a, side, 40.0 + 0.5 * swing * cock + 0.9 * swing * hit, 30.0 + 20.0 * cock, 60.0 * cock - 30.0 * hit,
+             90.0 + 30.0 * cock - 80.0 * hit)
+    _set_arm(a, _other(side), 30.0 + 60.0 * cock, 20.0, 0.0, 30.0)
+    sign = 1.0 if side == "l" else -1.0
+    a["spine_twist"] += sign * (15.0 * cock - 20.0 * hit)
+    lunge = p["lunge"] * _bump(cyc, 0.85, 6.0) * rng.uniform(0.3, 1.0, n)[np.floor(cyc).astype(int)]
+    lead = "r" if side == "r" else "l"
+    a[f"{lead}_hip_flex"] += lunge
+    a[f"{lead}_knee"] += 1.5 * lunge
+    a[f"{_other(lead)}_knee"] += 10.0 + 0.5 * lunge
+    split = 0.03 * _bump(cyc, 0.05, 20.0)  # the split step before each shot
+    return _Motion(a, lift=split, forward=0.15 * _bump(cyc, 0.85, 6.0))
+
+
+def _tennis_forehand(c: _Ctx) -> _Motion:
+    a, p, rng = _base(c), c.p, c.rng
+    side = _affected_side(c)
+    sign = 1.0 if side == "l" else -1.0
+    cyc = c.cycle
+    back = _bump(cyc, 0.3, 4.0)  # take-back
+    stroke = _bump(cyc, 0.55, 20.0)  # the swing through the ball
+    sweep = p["sweep"] * c.side_amp(side)
+    a["spine_twist"] += sign * p["twist"] * (back - stroke)
+    for s_, _ in _SIDES:
+        a[f"{s_}_knee"] += 20.0 + 10.0 * back
+        a[f"{s_}_hip_flex"] += 12.0
+    _set_arm(a, side, -25.0 * back + 0.8 * sweep * stroke, 35.0 + 20.0 * back, -20.0 * back + 30.0 * stroke,
+             35.0 + 20.0 * back)
+    _set_arm(a, _other(side), 40.0 * back + 10.0, 25.0, 0.0, 60.0)
+    return _Motion(a, forward=0.1 * rng.uniform(0.5, 1.0) * stroke)
+
+
 _MOTIONS: dict[str, Callable[[_Ctx], _Motion]] = {
     "squats": _squats, "lunges": _lunges, "bicep_curls": _bicep_curls, "situps": _situps, "pushups": _pushups,
     "tricep_extensions": _tricep_extensions, "dumbbell_rows": _dumbbell_rows, "jumping_jacks": _jumping_jacks,
@@ -613,6 +803,15 @@ _MOTIONS: dict[str, Callable[[_Ctx], _Motion]] = {
     "walking": _walking, "running": _running, "standing": _standing, "sitting": _sitting,
     "stairs_up": _stairs_up, "stairs_down": _stairs_down, "jump_rope": _jump_rope, "high_knees": _high_knees,
     "arm_circles": _arm_circles, "boxing": _boxing, "toe_touches": _toe_touches, "waving": _waving,
+    # the wide vocabulary
+    "lying": _lying, "cycling": _cycling, "jogging": _running, "waist_bends": _waist_bends,
+    "knees_bending": _squats, "jump_front_back": _jump_front_back, "bench_press": _bench_press,
+    "hammer_curls": _hammer_curls, "upright_rows": _upright_rows, "triceps_pushdowns": _triceps_pushdowns,
+    "front_raises": _front_raises, "shoulder_flexion": lambda c: _rehab_arm(c, "shoulder_flexion"),
+    "shoulder_abduction": lambda c: _rehab_arm(c, "shoulder_abduction"),
+    "elbow_flexion": lambda c: _rehab_arm(c, "elbow_flexion"),
+    "external_rotation": lambda c: _rehab_arm(c, "external_rotation"), "pendulum_swings": _pendulum_swings,
+    "badminton": _badminton, "tennis_forehand": _tennis_forehand,
 }
 
 
@@ -739,7 +938,7 @@ def generate_motion(activity: str, subject: SubjectParams, duration_s: float, se
     """Generate one clip of ``activity`` performed by ``subject``.
 
     Args:
-        activity: a canonical activity name (:data:`mujo.data.activities.ACTIVITIES`).
+        activity: a canonical activity name (:data:`mujo.data.activities.WIDE_ACTIVITIES`).
         subject: from :func:`sample_subject`.
         duration_s: clip length in seconds (at least one frame).
         seed: clip seed; the output is a deterministic function of (activity, subject, duration, seed, fs).
@@ -768,7 +967,8 @@ def generate_motion(activity: str, subject: SubjectParams, duration_s: float, se
     if motion.hands_on_floor:
         _hands_to_floor(subject, motion.angles, pos, glob, _floor_level(pos, contacts))
         pos, glob = _forward_kinematics(subject, motion.angles, n)
-    pos = _place(pos, motion, subject, _floor_level(pos, contacts))
+    floor = _floor_level(pos, contacts) if motion.saddle is None else pos[:, sk.PELVIS, 2] - motion.saddle
+    pos = _place(pos, motion, subject, floor)
 
     sway = {"standing": spec.params.get("sway", 0.004), "seated": 0.002}.get(spec.posture, 0.0)
     pos[..., :2] += sway * np.stack([_slow_wave(rng, t, (0.13, 0.31)), _slow_wave(rng, t, (0.11, 0.27))],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import zlib
 from functools import lru_cache
 from typing import Sequence
 
@@ -22,10 +23,15 @@ ABBREVIATIONS = {
     "l": "left", "r": "right", "lt": "left", "rt": "right", "alt": "alternating", "db": "dumbbell",
     "dbs": "dumbbells", "bb": "barbell", "kb": "kettlebell", "bw": "bodyweight", "ext": "extension",
     "exts": "extensions", "ohp": "overhead press", "w": "with", "fwd": "forward", "bwd": "backward",
+    "bkwd": "backward", "lat": "lateral", "sa": "single arm", "sl": "single leg", "er": "external rotation",
+    "ir": "internal rotation", "rehab": "rehabilitation", "abd": "abduction", "incl": "incline", "ex": "exercise",
 }
 STOP_WORDS = frozenset(
     "a an the and or with of for to in on at by your you my our this that these those some each per then "
     "x rep reps set sets sec secs second seconds min mins minute minutes round rounds part time times".split()
+    # number words and units (the paper drops numbers; "three sets of ten", "10 kg" carry no activity)
+    + "one two three four five six seven eight nine ten eleven twelve fifteen twenty thirty forty fifty hundred "
+      "first third fourth fifth kg kgs lb lbs h hr hrs km m s ms".split()
 )
 
 # Chapter-title phrasings per canonical activity (canonical names as in mujo.data.activities.ACTIVITIES).
@@ -55,6 +61,28 @@ PHRASES: dict[str, tuple[str, ...]] = {
     "boxing": ("boxing", "shadow boxing", "punches", "jab cross punches"),
     "toe_touches": ("toe touches", "standing toe touch", "touch your toes"),
     "waving": ("waving", "wave hello", "hand waving", "wave arms"),
+    # the wide vocabulary (mujo.data.activities.WIDE_ACTIVITIES)
+    "lying": ("lying down", "lying on back", "rest lying", "lie down relax", "supine rest"),
+    "cycling": ("cycling", "bike ride", "riding a bicycle", "easy spin", "cycle"),
+    "jogging": ("jogging", "jog", "light jog", "easy jog", "slow run"),
+    "waist_bends": ("waist bends", "forward bends", "bend forward at waist", "waist bends forward"),
+    "knees_bending": ("knee bends", "crouching", "deep knee bends", "crouch down", "knees bending"),
+    "jump_front_back": ("jump front and back", "forward backward jumps", "jumps fwd and bwd", "front back hops"),
+    "bench_press": ("bench press", "db bench press", "floor press", "bb bench press", "chest press"),
+    "hammer_curls": ("hammer curls", "db hammer curl", "hammer curl", "neutral grip curls"),
+    "upright_rows": ("upright rows", "upright row", "db upright row", "bb upright rows"),
+    "triceps_pushdowns": ("triceps pushdowns", "tricep pushdown", "cable pushdowns", "rope pushdown"),
+    "front_raises": ("front raises", "db front raise", "frontal arm raises", "front dumbbell raise",
+                     "arm elevation front"),
+    "shoulder_flexion": ("shoulder flexion", "l shoulder flexion", "r shoulder flexion", "arm raise forward rehab",
+                         "shoulder flexion exercise"),
+    "shoulder_abduction": ("shoulder abduction", "l shoulder abduction", "r shoulder abduction",
+                           "side arm raise rehab"),
+    "elbow_flexion": ("elbow flexion", "elbow bends", "elbow flexion extension", "seated elbow curls rehab"),
+    "external_rotation": ("external rotation", "shoulder external rotation", "er with band", "arm rotation out"),
+    "pendulum_swings": ("pendulum swings", "codman pendulum", "arm pendulum", "pendulum exercise"),
+    "badminton": ("badminton", "badminton clears", "smash practice", "badminton rally", "overhead clear"),
+    "tennis_forehand": ("tennis forehand", "forehand drills", "forehand", "tennis forehands"),
 }
 _MODIFIERS = ("", "", "", "slow ", "fast ", "easy ", "hard ")
 _DECORATIONS = ("{t}", "{t}", "{t} x{n}", "{n} {t}", "{t} ({n} sec)", "{mm}:{ss} {t}", "{t} - round {k}", "{t}!",
@@ -86,6 +114,74 @@ def normalize_label(text: str) -> str:
     for token in text.split():
         words.extend(ABBREVIATIONS.get(token, token).split())
     return " ".join(w for w in words if w not in STOP_WORDS)
+
+
+def normalize_captions(texts: Sequence[str] | str | None, fallback: str = "") -> list[str]:
+    """One window's (or clip's) captions, normalised, empty ones and repeats dropped, order kept; ``fallback``
+    (normalised) when none is left (a clip with only its ``label_text``)."""
+    raw = [texts] if isinstance(texts, str) else list(texts or [])
+    out: list[str] = []
+    for t in raw:
+        norm = normalize_label(str(t))
+        if norm and norm not in out:
+            out.append(norm)
+    if not out and fallback:
+        norm = normalize_label(fallback)
+        out = [norm] if norm else []
+    return out
+
+
+def caption_choice(n: int, seed: int, epoch: int, key: str) -> int:
+    """Which of ``n`` captions a window uses in ``epoch``: uniform, deterministic in (seed, epoch, key), independent
+    across epochs (``key`` is the window's or clip's id)."""
+    if n <= 1:
+        return 0
+    return int(np.random.default_rng([seed, epoch, zlib.crc32(key.encode())]).integers(n))
+
+
+class CaptionSampler:
+    """Several captions per window, one drawn per epoch (text variety, issue 17).
+
+    ``captions[i]`` are window ``i``'s texts (a list: a motion corpus' alternative descriptions, or a synthetic
+    clip's several label phrasings; one string works too), ``keys[i]`` its id (windows of one clip may share the
+    clip id to share the draw). Each distinct normalised text is embedded once by ``embedder`` (a
+    :class:`TextEmbedder`, or any callable texts -> (N, D) array); :meth:`embeddings` then gives the (N, D) text
+    embeddings of an epoch's draw without any model call.
+    """
+
+    def __init__(self, captions: Sequence[Sequence[str] | str], keys: Sequence[str], embedder=None, *,
+                 seed: int = 0) -> None:
+        if len(captions) != len(keys):
+            raise ValueError(f"{len(captions)} caption lists for {len(keys)} keys; one list per window")
+        self.captions = [normalize_captions(c) for c in captions]
+        empty = [str(k) for k, c in zip(keys, self.captions) if not c]
+        if empty:
+            raise ValueError(f"{len(empty)} window(s) have no caption left after normalisation (first: {empty[0]}); "
+                             "give each window at least one text with a word in it")
+        self.keys = [str(k) for k in keys]
+        self.seed = int(seed)
+        self.vocabulary = sorted({t for c in self.captions for t in c})
+        self._index = {t: i for i, t in enumerate(self.vocabulary)}
+        self._table = None if embedder is None else np.asarray(embedder(self.vocabulary), dtype=np.float32)
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Captions per window."""
+        return np.array([len(c) for c in self.captions])
+
+    def choices(self, epoch: int) -> np.ndarray:
+        """The caption index each window uses in ``epoch``."""
+        return np.array([caption_choice(len(c), self.seed, epoch, k) for c, k in zip(self.captions, self.keys)])
+
+    def texts(self, epoch: int) -> list[str]:
+        """The normalised caption of every window in ``epoch``."""
+        return [c[j] for c, j in zip(self.captions, self.choices(epoch))]
+
+    def embeddings(self, epoch: int) -> np.ndarray:
+        """(N, D) float32 embeddings of :meth:`texts` (needs the embedder given at construction)."""
+        if self._table is None:
+            raise RuntimeError("CaptionSampler was built without an embedder; pass one to get embeddings")
+        return self._table[[self._index[t] for t in self.texts(epoch)]]
 
 
 def model_path() -> str:
