@@ -70,9 +70,8 @@ def frozen_features(backbone: nn.Module, inputs: Sequence[str], arrays: Mapping[
     n = len(arrays[inputs[0]])
     out = []
     for i in range(0, n, batch_size):
-        parts = [backbone.embed(m, torch.from_numpy(np.ascontiguousarray(arrays[m][i:i + batch_size],
-                                                                         dtype=np.float32)).to(device))
-                 for m in inputs]
+        parts = [backbone.embed(m, torch.tensor(np.asarray(arrays[m][i:i + batch_size]), dtype=torch.float32,
+                                                device=device)) for m in inputs]  # a copy: read-only arrays
         out.append(torch.cat(parts, dim=1).cpu())
     backbone.train(was_training)
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
