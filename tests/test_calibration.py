@@ -171,3 +171,23 @@ def test_save_load_round_trip(tmp_path: Path, mode: str) -> None:
 def test_unfitted_calibrator_cannot_be_saved(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="unfitted"):
         PITCalibrator().save(tmp_path / "c.npz")
+
+
+def test_pit_module_equals_the_numpy_transform():
+    """The calibration as a torch module (device export) maps exactly as transform does: ties, a constant channel,
+    values outside the fitted range on both sides."""
+    import torch
+
+    from mujo.evaluate.calibration import PITModule
+
+    rng = np.random.default_rng(0)
+    real = rng.normal(2, 3, (60, 50, 6)).astype(np.float32)
+    real[:, :, 3] = np.round(real[:, :, 3])  # ties
+    real[:, :, 5] = 1.0  # constant
+    reference = rng.gamma(2.0, 1.0, (80, 50, 6)).astype(np.float32)
+    cal = PITCalibrator("unsupervised").fit(real, reference)
+    x = rng.normal(2, 6, (20, 50, 6)).astype(np.float32)
+    got = PITModule(cal)(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(got, cal.transform(x).astype(np.float32))
+    with pytest.raises(ValueError, match="supervised"):
+        PITModule(PITCalibrator("supervised").fit(real, reference, np.zeros(60, np.int64), np.zeros(80, np.int64)))

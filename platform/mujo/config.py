@@ -64,7 +64,7 @@ class DatasetSpec(_Strict):
     """One synthetic dataset: which activities, how many subjects per split, how clips look."""
 
     name: SafeName
-    activities: Literal["all", "mmfit"] | list[str] = "all"
+    activities: Literal["all", "mmfit", "wide"] | list[str] = "all"  # wide: issue 17's wider vocabulary
     subjects: dict[str, int] = Field(default_factory=lambda: {"train": 16, "val": 4})
     clips_per_activity: int = Field(1, ge=1, description="clips per subject and activity")
     clip_seconds: tuple[float, float] = (16.0, 24.0)
@@ -239,6 +239,44 @@ class PretrainConfig(_Strict):
     seed: int = 0
     realism: RealismConfig = Field(default_factory=RealismConfig)  # issue 17: sensor realism per batch
 
+    # ---- issue 20: elastic worker groups (mujo.train.elastic) ------------------------------------------------------
+    # ``num_workers: [min, max]`` in YAML or --set is read as num_workers = max, min_workers = min (so every reader of
+    # num_workers keeps an int: the schedule, the search's CPU sizing); the global batch is batch_size x max whatever
+    # the current worker count.
+    min_workers: int | None = Field(None, ge=1, description=(
+        "elastic training: the fewest workers the group may shrink to (num_workers is then the most); set it by "
+        "writing num_workers: [min, max]. The global batch stays batch_size x num_workers, split evenly"))
+    resize_interval_s: float = Field(60.0, gt=0, description=(
+        "elastic training: seconds between Ray Train's checks for room to grow the worker group"))
+    simulated_gpus: bool = Field(False, description=(
+        "with use_gpu: request the GPU resources but train on CPU with gloo (nodes that declare GPUs they do not "
+        "have: the local autoscaling cluster, cluster/local_autoscaler.py)"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _worker_range(cls, data):
+        """``num_workers: [min, max]`` -> ``num_workers: max, min_workers: min`` (``[n, n]`` is a fixed group)."""
+        if not isinstance(data, dict) or not isinstance(data.get("num_workers"), (list, tuple)):
+            return data
+        from mujo.train.elastic import parse_worker_range
+
+        data = dict(data)
+        lo, hi = parse_worker_range(data["num_workers"])
+        if data.get("min_workers") is not None and data["min_workers"] != lo:
+            raise ValueError(f"pretrain.num_workers {list(data['num_workers'])} contradicts pretrain.min_workers "
+                             f"{data['min_workers']}; set only num_workers: [min, max]")
+        data["num_workers"], data["min_workers"] = hi, (lo if lo < hi else None)
+        return data
+
+    @model_validator(mode="after")
+    def _elastic(self):
+        if self.min_workers is not None:
+            from mujo.train.elastic import check_elastic
+
+            check_elastic(self.batch_size, self.min_workers, self.num_workers, self.max_failures)
+        return self
+    # ---- end of elastic worker groups ------------------------------------------------------------------------------
+
 
 class EvaluateConfig(_Strict):
     dataset: SafeName = "synthhar"
@@ -270,6 +308,12 @@ class EvaluateConfig(_Strict):
     keep_classifiers: bool = Field(False, description=(
         "keep the classifier of the best seed (by validation Macro F1) of each fan-out cell as an artefact under "
         "<run>/models/<dataset>/ (mujo.models.artefact); the other trials' classifiers are deleted"))
+    # ---- issue 16: the evaluation engine (mujo.evaluate.engine) ------------------------------------------------------
+    engine: Literal["grouped", "per_seed"] = Field("grouped", description=(
+        "grouped: one Tune trial trains seeds_per_trial seeds of a cell together, frozen encoders run once per "
+        "(calibration, inputs); per_seed: one trial per seed, the whole classifier each step (the old path)"))
+    seeds_per_trial: int = Field(10, ge=1, description=(
+        "grouped engine: seeds trained together in one trial (fewer: more trials to spread over a cluster)"))
 
     @field_validator("inputs")
     @classmethod
@@ -426,7 +470,9 @@ class ExportConfig(_Strict):
     output: str | None = Field(None, description="output folder (default <artefact>/export)")
     check_windows: int = Field(1000, ge=1, description="real windows the exported models are checked on")
     tolerance: float = Field(1e-5, gt=0, description="largest allowed absolute difference of probabilities")
-    opset: int = Field(17, ge=13)
+    opset: int = Field(18, ge=13, description="ONNX opset: 18 is what torch's exporter writes natively; a lower one "
+                       "goes through ONNX's version converter, which may fail and leave 18 (the card states the "
+                       "opset actually written)")
 
 
 class EmbedConfig(_Strict):

@@ -61,6 +61,7 @@ __all__ = [
     "CalibrationMode",
     "DEFAULT_N_QUANTILES",
     "PITCalibrator",
+    "PITModule",
     "make_calibrator",
 ]
 
@@ -284,6 +285,53 @@ class PITCalibrator:
         """Read a calibrator written by :meth:`save` (no pickle involved)."""
         with np.load(path, allow_pickle=False) as data:
             return cls.from_dict({key: data[key] for key in data.files})
+
+
+class PITModule(torch.nn.Module):
+    """A fitted unsupervised calibrator as a torch module, for graphs that must carry it (device export): the same
+    per-channel piecewise-linear map as :meth:`PITCalibrator.transform`, in float64 like ``np.interp``, built from
+    comparisons, a gather and a multiply-add only, so that TorchScript and ONNX (no ``searchsorted`` needed) express
+    it. Input (B, T, *channel_shape) float32; output the same shape, float32.
+
+    The knots of each channel are de-duplicated as in :func:`_map_channels` and padded to a common count by
+    repeating the last knot (a zero-width segment of slope 0: it never changes the value). Memory is
+    ``B * T * C * knots`` booleans for the comparison: run it on small batches (a device runs one window).
+    """
+
+    def __init__(self, calibrator: PITCalibrator) -> None:
+        super().__init__()
+        if calibrator.mode != "unsupervised" or calibrator.real_knots is None or calibrator.ref_knots is None:
+            raise ValueError(f"only a fitted unsupervised calibrator becomes a module (mode {calibrator.mode!r}): "
+                             "supervised calibration needs each window's true label")
+        xs_list, ys_list = [], []
+        for c in range(calibrator.real_knots.shape[0]):
+            xs, inverse = np.unique(calibrator.real_knots[c], return_inverse=True)
+            xs_list.append(xs)
+            ys_list.append(np.bincount(inverse, weights=calibrator.ref_knots[c]) / np.bincount(inverse))
+        k = max(2, max(len(x) for x in xs_list))
+        xs = np.stack([np.pad(x, (0, k - len(x)), mode="edge") if len(x) > 1 else np.full(k, x[0]) for x in xs_list])
+        ys = np.stack([np.pad(y, (0, k - len(y)), mode="edge") if len(y) > 1 else np.full(k, y[0]) for y in ys_list])
+        width = np.diff(xs, axis=1)
+        slope = np.divide(np.diff(ys, axis=1), width, out=np.zeros_like(width), where=width > 0)
+        self.channel_shape = tuple(calibrator.channel_shape or ())
+        self.channels, self.knots = xs.shape
+        self.register_buffer("xs", torch.from_numpy(xs))  # (C, K) float64
+        self.register_buffer("ys", torch.from_numpy(ys))
+        self.register_buffer("slope", torch.from_numpy(np.concatenate([slope, np.zeros((self.channels, 1))], 1)))
+        self.register_buffer("offset", torch.arange(self.channels, dtype=torch.int64) * self.knots)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        v = x.reshape(shape[0], shape[1], self.channels).to(torch.float64)
+        lo, hi = self.xs[:, 0], self.xs[:, -1]
+        v = torch.minimum(torch.maximum(v, lo), hi)  # np.interp clamps to the end values
+        # segment index j: the number of interior knots at or below the value (0 .. K-2)
+        j = (v.unsqueeze(-1) >= self.xs[:, 1:-1]).sum(-1)
+        flat = (j + self.offset).reshape(-1)
+        x0 = self.xs.reshape(-1).index_select(0, flat).reshape(v.shape)
+        y0 = self.ys.reshape(-1).index_select(0, flat).reshape(v.shape)
+        s = self.slope.reshape(-1).index_select(0, flat).reshape(v.shape)
+        return (s * (v - x0) + y0).to(torch.float32).reshape(shape)
 
 
 def make_calibrator(mode: CalibrationMode, n_quantiles: int = DEFAULT_N_QUANTILES) -> PITCalibrator:

@@ -6,8 +6,11 @@ The exported graph is the classifier on one accelerometer window: input ``acc`` 
 softmax included. The model's input standardisation is inside the graph (buffers of the artefact); nothing else
 is: a device resamples to 50 Hz, converts to m/s^2 and cuts 2-s windows itself, as the card says.
 
-Calibration (probability integral transform) is a lookup per channel fitted on a dataset; it is not part of the
-graph, so only classifiers trained without calibration are exported (a clear error otherwise).
+A classifier trained with unsupervised calibration (the probability integral transform that maps a real sensor
+onto the pretraining distribution) carries it inside the graph, in front of the network
+(:class:`mujo.evaluate.calibration.PITModule`: the same piecewise-linear map per channel, in float64), so a device
+feeds raw m/s^2 either way; the card says so. Supervised calibration needs each window's true label and cannot be
+exported (a clear error).
 
 The check: the exported models run on real windows (``>= 1000`` by default) under ONNX Runtime and the TorchScript
 interpreter, and the largest absolute difference of probabilities against PyTorch must be at most the tolerance
@@ -36,14 +39,24 @@ MODEL_CARD = "model_card.json"
 
 
 class SensorClassifier(nn.Module):
-    """The artefact's classifier on one tensor: acc (B, 100, 6) -> class probabilities (B, C)."""
+    """The artefact's classifier on one tensor: acc (B, 100, 6) -> [calibration ->] class probabilities (B, C)."""
 
-    def __init__(self, classifier: nn.Module) -> None:
+    def __init__(self, classifier: nn.Module, calibration: nn.Module | None = None) -> None:
         super().__init__()
         self.classifier = classifier
+        self.calibration = calibration if calibration is not None else nn.Identity()
 
     def forward(self, acc: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.classifier({"acc": acc}), dim=1)
+        return torch.softmax(self.classifier({"acc": self.calibration(acc)}), dim=1)
+
+
+def sensor_module(artefact: ClassifierArtefact) -> SensorClassifier:
+    """The exported graph as a torch module (eval mode): the stored calibration, if any, then the classifier."""
+    from mujo.evaluate.calibration import PITModule
+
+    check_exportable(artefact)
+    cal = artefact.calibrators.get("acc") if artefact.card.calibration.mode == "unsupervised" else None
+    return SensorClassifier(artefact.model.to("cpu").eval(), PITModule(cal) if cal is not None else None).eval()
 
 
 def check_exportable(artefact: ClassifierArtefact) -> None:
@@ -51,10 +64,13 @@ def check_exportable(artefact: ClassifierArtefact) -> None:
     if artefact.inputs != ["acc"]:
         raise ArtefactError(f"{card_uri}: inputs {artefact.inputs}; device export takes a sensor-only classifier "
                             "(inputs [acc]): train one with jobs/finetune.py --set finetune.inputs=[acc]")
-    if artefact.card.calibration.mode != "none":
-        raise ArtefactError(f"{card_uri}: calibration '{artefact.card.calibration.mode}' is a fitted lookup outside "
-                            "the network and is not exported: train the device classifier with "
-                            "finetune.calibration=none")
+    mode = artefact.card.calibration.mode
+    if mode == "supervised":
+        raise ArtefactError(f"{card_uri}: supervised calibration needs the true label of every window and cannot run "
+                            "on a device: train the device classifier with finetune.calibration=unsupervised or none")
+    if mode == "unsupervised" and "acc" not in artefact.calibrators:
+        raise ArtefactError(f"{card_uri}: the card names unsupervised calibration but no fitted acc calibrator was "
+                            "loaded (calibration/acc.npz): re-save the classifier with jobs/finetune.py")
 
 
 def _onnx_bytes(module: nn.Module, example: torch.Tensor, opset: int) -> bytes:
@@ -72,7 +88,7 @@ def _onnx_bytes(module: nn.Module, example: torch.Tensor, opset: int) -> bytes:
             return f.read()
 
 
-def export_classifier(artefact: ClassifierArtefact, out: str, windows: np.ndarray, opset: int = 17,
+def export_classifier(artefact: ClassifierArtefact, out: str, windows: np.ndarray, opset: int = 18,
                       tolerance: float = 1e-5, batch_size: int = 256) -> dict:
     """Write ``classifier.onnx``, ``classifier.torchscript.pt`` and ``model_card.json`` under ``out`` (local or
     ``s3://``) after checking both against PyTorch on ``windows`` (N, 100, 6), in m/s^2; returns the card.
@@ -84,12 +100,15 @@ def export_classifier(artefact: ClassifierArtefact, out: str, windows: np.ndarra
     shape = artefact.card.window.inputs["acc"].shape
     if windows.ndim != 3 or list(windows.shape[1:]) != shape:
         raise ArtefactError(f"check windows have shape {windows.shape}, the classifier reads (N, {shape})")
-    module = SensorClassifier(artefact.model.to("cpu").eval()).eval()
+    module = sensor_module(artefact)
+    calibrated = not isinstance(module.calibration, nn.Identity)
+    if calibrated:  # the in-graph calibration compares every value with every knot: smaller batches
+        batch_size = min(batch_size, 32)
     example = torch.from_numpy(windows[:2].copy())
     t0 = time.time()
+    # the reference is the PyTorch path of batch inference: numpy calibration (if any), then the model
+    reference = artefact.predict_proba({"acc": windows}, batch_size=batch_size)
     with torch.no_grad():
-        reference = np.concatenate([module(torch.from_numpy(windows[i:i + batch_size])).numpy()
-                                    for i in range(0, len(windows), batch_size)])
         scripted = torch.jit.trace(module, example, check_trace=False)
         buf = io.BytesIO()
         torch.jit.save(scripted, buf)
@@ -112,6 +131,9 @@ def export_classifier(artefact: ClassifierArtefact, out: str, windows: np.ndarra
                             "nothing was written. Try another export.opset")
     import onnx
 
+    actual = {o.domain: o.version for o in onnx.load_model_from_string(onnx_bytes).opset_import}.get("", opset)
+    if actual != opset:
+        log.warning("export: asked for ONNX opset %d, the exporter wrote opset %d (the card states it)", opset, actual)
     w = artefact.card.window
     acc = w.inputs["acc"]
     card = {
@@ -123,13 +145,16 @@ def export_classifier(artefact: ClassifierArtefact, out: str, windows: np.ndarra
                   "stride_frames_recommended": w.stride_frames, "notes": acc.notes,
                   "preprocessing": "resample to 50 Hz, convert to m/s^2 with gravity included (a still sensor reads "
                                    "+9.81 along its up axis), cut 100-frame windows; no normalisation (inside the "
-                                   "model)"},
+                                   "model)" + ("; no calibration either: the classifier's unsupervised calibration "
+                                               "(a per-channel piecewise-linear map onto the pretraining "
+                                               "distribution) is inside the graph" if calibrated else "")},
+        "calibration": {"mode": artefact.card.calibration.mode, "in_graph": calibrated},
         "output": {"name": "probabilities", "shape": ["batch", len(artefact.labels)], "dtype": "float32",
                    "softmax": True, "classes": [c.model_dump() for c in artefact.card.classes]},
         "check": {"windows": int(len(windows)), "max_abs_diff_onnx": diff_onnx, "max_abs_diff_torchscript": diff_ts,
                   "tolerance": tolerance, "argmax_agreement_onnx": agree, "onnxruntime": ort.__version__,
                   "seconds": round(time.time() - t0, 2)},
-        "opset": opset, "onnx": onnx.__version__, "torch": torch.__version__, "package_version": package_version(),
+        "opset": actual, "onnx": onnx.__version__, "torch": torch.__version__, "package_version": package_version(),
         "classifier": {"path": artefact.path, "weights_sha256": artefact.card.weights_sha256,
                        "setting": artefact.card.setting, "fraction": artefact.card.fraction,
                        "metrics": {"val_macro_f1": artefact.card.metrics.val_macro_f1,
