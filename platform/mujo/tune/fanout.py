@@ -204,6 +204,11 @@ def run_fanout(cfg: MainConfig, pretrained: str, manifest: Manifest, data: dict[
     from ray import tune
 
     ecfg = cfg.evaluate
+    # Trial sizing (#16 part 5): cpus/gpus per trial left unset in the config are chosen from the cluster's
+    # resources so that its nodes are filled (mujo.tune.sizing); values set in the config are kept.
+    from mujo.tune.sizing import sized_evaluate
+
+    ecfg = sized_evaluate(ecfg, param_space(ecfg))
     from mujo.progress import TrialProgress
 
     data = {mode: data[mode] for mode in ecfg.calibrations}  # only what the trials use goes to the object store
