@@ -353,7 +353,7 @@ def test_invalid_json_names_the_file(tmp_path):
 # 7. No leftovers after a killed driver ------------------------------------------------------------------------------
 
 def test_killed_driver_leaves_no_ray_process(tmp_path):
-    from mujo.reaper import descendants
+    from mujo.reaper import cmdline, descendants
 
     proc = subprocess.Popen([PY, "jobs/generate.py", "--config", "jobs/configs/main.yaml",
                              "--set", f"storage.root={tmp_path}", "--set", "ray.num_cpus=1"],
@@ -362,29 +362,21 @@ def test_killed_driver_leaves_no_ray_process(tmp_path):
     seen: dict[int, int] = {}
     while time.time() < deadline and proc.poll() is None:
         seen.update(descendants(proc.pid))
-        raylets = [p for p in seen if "/raylet/raylet " in _cmdline(p)]
+        raylets = [p for p in seen if "/raylet/raylet " in cmdline(p)]
         if raylets and sum(_parent(p) == raylets[0] for p in seen) >= 2:
             break  # the raylet's two agents have just started: killed at once, before the watchdog's next look
         time.sleep(0.05)
     assert proc.poll() is None, "the job ended before its Ray was up"
-    ray_procs = {p for p in seen if "mujo.reaper" not in _cmdline(p)}
+    ray_procs = {p for p in seen if "mujo.reaper" not in cmdline(p)}
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     deadline = time.time() + 30
     while time.time() < deadline and any(_running(p) for p in ray_procs):
         time.sleep(0.5)
-    left = [(p, _cmdline(p)[:80]) for p in ray_procs if _running(p)]
+    left = [(p, cmdline(p)[:80]) for p in ray_procs if _running(p)]
     for p, _ in left:  # never leave them to the next test, whatever the outcome
         os.kill(p, signal.SIGKILL)
     assert not left, left
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def _parent(pid: int) -> int:

@@ -125,7 +125,7 @@ def test_random_search_with_asha(corpus):
     from mujo.tune.search import expected_iterations, first_validation_iteration, run_search
 
     root, manifest = corpus
-    cfg = load_config(None, CONFIG + [f"storage.root={root}", "search.algorithm=random", "search.num_samples=4",
+    cfg = load_config(None, CONFIG + [f"storage.root={root}", "search.algorithm=random", "search.num_samples=2",
                                       "search.seed=1", f"search.points=[{GOOD}, {BAD}]"])
     full = expected_iterations(cfg, manifest)
     first_val = first_validation_iteration(cfg, manifest)
@@ -139,6 +139,7 @@ def test_random_search_with_asha(corpus):
     summary = [(r["values"]["lr"], r["status"], r["iterations"], r["metric"]) for r in rows]
     good, bad = rows[0], rows[1]
     assert good["values"]["lr"] == 0.01 and bad["values"]["lr"] == 0.00001
+    # the two given points only (a random draw would add a minute and assert nothing more)
     # the good trial ran to its end (ASHA stops it at max_t = its last report, after its final artefact)
     assert good["status"] == "completed" and good["iterations"] == full, summary
     # the bad one was stopped at the rung, its Train run aborted (and its CPUs released: below)
@@ -154,8 +155,10 @@ def test_optuna_search(corpus):
     from mujo.tune.search import run_search
 
     root, manifest = corpus
-    cfg = load_config(None, CONFIG + [f"storage.root={root}", "search.algorithm=optuna", "search.num_samples=2",
-                                      "pretrain.epochs=1", "search.grace_period=100"])
+    # the shipped search config (jobs/configs/search.yaml: Optuna), shrunk in size and time only
+    cfg = load_config("jobs/configs/search.yaml", CONFIG + [f"storage.root={root}", "search.num_samples=2",
+                                                            "pretrain.epochs=1", "search.grace_period=100"])
+    assert cfg.search.algorithm == "optuna"
     out = run_search(cfg, manifest, name="optuna")
     check_search(out, cfg, manifest)
     assert all(r["status"] == "completed" for r in out["trials"])

@@ -62,7 +62,7 @@ def descendants(root: int) -> dict[int, int]:
     return out
 
 
-def _cmdline(pid: int) -> str:
+def cmdline(pid: int) -> str:
     try:
         with open(f"{PROC}/{pid}/cmdline", "rb") as f:
             return f.read().replace(b"\0", b" ").decode(errors="replace")
@@ -72,7 +72,7 @@ def _cmdline(pid: int) -> str:
 
 def session_dirs(pids) -> set[str]:
     """The Ray session folders named on these processes' command lines."""
-    return {m.rstrip("/") for p in pids for m in _SESSION.findall(_cmdline(p))}
+    return {m.rstrip("/") for p in pids for m in _SESSION.findall(cmdline(p))}
 
 
 def holding_files_in(folders: set[str], since: int) -> dict[int, int]:
