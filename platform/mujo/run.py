@@ -286,6 +286,9 @@ class TrialResult(BaseModel):
     train_samples: int | None = None
     trial_path: str | None = None
     classifier: str = Field("", description="the kept classifier artefact of this trial (evaluate.keep_classifiers)")
+    per_class_f1: list[float] | None = Field(None, description=(  # #16 part 7: the report's per-class view
+        "test F1 of each class, index = class id (mujo.evaluate.metrics.class_f1; NaN: class in neither truth nor "
+        "prediction); None when the trial did not record it"))
 
     @property
     def cell(self) -> tuple[str, str, str, str, float]:

@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
+    "class_f1",
     "confusion_matrix",
     "fewshot_macro_f1",
     "ks_statistic",
@@ -121,6 +122,16 @@ def macro_f1(
     denom = true_hot.sum(axis=0) + pred_hot.sum(axis=0)  # 2TP + FP + FN
     f1 = np.divide(2.0 * tp, denom, out=np.zeros(classes.size), where=denom > 0)
     return float(f1.mean())
+
+
+def class_f1(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> NDArray[np.float64]:
+    """F1 of every class ``0..num_classes-1`` (the per-class view of :func:`macro_f1`): ``2TP / (2TP + FP + FN)``,
+    0 for a class with no true positive, NaN for a class in neither ``y_true`` nor ``y_pred`` (undefined, so that a
+    mean over seeds skips it instead of counting a 0 the classifier never earned)."""
+    cm = confusion_matrix(y_true, y_pred, num_classes)
+    tp = np.diag(cm).astype(np.float64)
+    denom = cm.sum(axis=0) + cm.sum(axis=1)  # 2TP + FP + FN
+    return np.divide(2.0 * tp, denom, out=np.full(num_classes, np.nan), where=denom > 0)
 
 
 def topk_macro_f1(y_true: ArrayLike, scores: ArrayLike, k: int, labels: Iterable[int] | None = None) -> float:
