@@ -1,7 +1,7 @@
 """Aggregate fan-out results into the paper's table and figure shapes: mean ± std Macro F1 (Markdown, CSV), box
 plots across label fractions per input modality, baseline vs frozen vs fine-tuned (PNG), and the per-class view.
 
-What differs is kept apart: with several calibrations each gets its own table and its own row of plot panels
+What differs is kept apart: with several calibrations each has its own table rows and its own row of plot panels
 (pooling them would mix three different inputs in one box). Each cell counts the trials that ran to
 ``max_epochs`` (stopped by the cap, not by early stopping: possibly undertrained) and the report warns when that is
 more than :data:`AT_CAP_WARN` of a cell. The per-class view (``per_class_f1.md/.csv/.png``) is the per-class test F1
@@ -58,8 +58,8 @@ def _at_cap_share(a: dict) -> float:
 
 
 def markdown_table(agg: list[dict]) -> str:
-    """Rows (inputs, setting), columns label fractions, cells 'mean ± std' of test Macro F1 — one table per
-    calibration when there are several. A cell whose trials ran to ``max_epochs`` says how many (``[k/n at max]``);
+    """Rows (inputs, setting), columns label fractions, cells 'mean ± std' of test Macro F1; with several
+    calibrations a calibration column, one row per (inputs, calibration, setting). A cell whose trials ran to ``max_epochs`` says how many (``[k/n at max]``);
     cells where that is more than :data:`AT_CAP_WARN` are listed in a warning under the table."""
     fractions = sorted({a["fraction"] for a in agg})
     lines = []
@@ -69,11 +69,8 @@ def markdown_table(agg: list[dict]) -> str:
         lines.append(f"Macro F1 on held-out test subjects of `{dataset}` (mean ± std over {'/'.join(map(str, n))} "
                      f"seeds)\n")
         calibrations = list(dict.fromkeys(a["calibration"] for a in sub))
-        for calibration in calibrations:
-            if len(calibrations) > 1:
-                lines.append(f"Calibration `{calibration}`\n")
-            lines += _fraction_table([a for a in sub if a["calibration"] == calibration], fractions)
-            lines.append("")
+        lines += _fraction_table(sub, fractions, calibrated=len(calibrations) > 1)
+        lines.append("")
         capped = [a for a in sub if "max_epochs" in a]
         if capped:
             cap = capped[0]["max_epochs"]
@@ -91,14 +88,17 @@ def markdown_table(agg: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _fraction_table(sub: list[dict], fractions: list[float]) -> list[str]:
-    lines = ["| inputs | setting | " + " | ".join(_fraction_label(f) for f in fractions) + " |",
-             "|---|---|" + "---|" * len(fractions)]
-    keys = list(dict.fromkeys((a["inputs"], a["setting"]) for a in sub))
-    for inputs, setting in keys:
+def _fraction_table(sub: list[dict], fractions: list[float], calibrated: bool) -> list[str]:
+    """With several calibrations each (inputs, calibration, setting) is its own row: never pooled."""
+    head = "| inputs | calibration | setting | " if calibrated else "| inputs | setting | "
+    lines = [head + " | ".join(_fraction_label(f) for f in fractions) + " |",
+             "|---|---|" + ("---|" if calibrated else "") + "---|" * len(fractions)]
+    keys = list(dict.fromkeys((a["inputs"], a["calibration"], a["setting"]) for a in sub))
+    for inputs, calibration, setting in keys:
         cells = []
         for f in fractions:
-            match = [a for a in sub if a["inputs"] == inputs and a["setting"] == setting and a["fraction"] == f]
+            match = [a for a in sub if a["inputs"] == inputs and a["setting"] == setting and a["fraction"] == f
+                     and a["calibration"] == calibration]
             if not match:
                 cells.append("–")
                 continue
@@ -109,7 +109,8 @@ def _fraction_table(sub: list[dict], fractions: list[float]) -> list[str]:
             if a["failed"]:
                 cell += f" ({a['failed']} failed)"
             cells.append(cell)
-        lines.append(f"| {inputs} | {setting} | " + " | ".join(cells) + " |")
+        label = f"| {inputs} | {calibration} | {setting} | " if calibrated else f"| {inputs} | {setting} | "
+        lines.append(label + " | ".join(cells) + " |")
     return lines
 
 
