@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 CONFIG ?= jobs/configs/main.yaml
 
-.PHONY: run test venv clean s3-up s3-down bench
+.PHONY: run test venv clean s3-up s3-down bench cluster-up cluster-down cluster-status
 
 venv: $(STAMP)
 
@@ -31,6 +31,17 @@ s3-up: $(STAMP)
 
 s3-down: $(STAMP)
 	$(PY) infra/local_s3.py stop
+
+# A local autoscaling Ray cluster with cluster/aws.yaml's node types (Ray's fake multi-node provider; docs/cluster.md).
+# IDLE=0.5 shortens the idle timeout (minutes) to watch idle workers go away.
+cluster-up: $(STAMP)
+	$(PY) cluster/local_autoscaler.py up $(if $(IDLE),--idle-timeout-minutes $(IDLE))
+
+cluster-status: $(STAMP)
+	$(PY) cluster/local_autoscaler.py status
+
+cluster-down: $(STAMP)
+	$(PY) cluster/local_autoscaler.py down
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -126,10 +126,11 @@ def test_shares_chunks_and_the_resize_log():
     assert (shrunk.batch_size, shrunk.num_workers, shrunk.grad_cache_chunks) == (6, 2, 2)
 
     log = elastic.ResizeLog()
-    assert log.observe(0, 4, 3, 12, None, now=1.0)["workers"] == 4
-    assert log.observe(20, 4, 3, 12, None, now=2.0) is None  # a restart at the same size is no resize
+    assert log.observe(0, 4, 3, 12, None, now=1.0)["event"] == "start"
+    assert log.observe(20, 4, 3, 12, None, now=2.0)["event"] == "restart"  # the same size: no resize
     entry = log.observe(20, 2, 6, 12, 2, now=3.0)
-    assert entry == {"time": 3.0, "step": 20, "workers": 2, "per_worker_batch": 6, "global_batch": 12,
-                     "grad_cache_chunks": 2}
+    assert entry == {"event": "resize", "time": 3.0, "step": 20, "workers": 2, "per_worker_batch": 6,
+                     "global_batch": 12, "grad_cache_chunks": 2}
     log.observe(30, 4, 3, 12, None, now=4.0)
-    assert elastic.ResizeLog(log.entries).sizes == [4, 2, 4]
+    again = elastic.ResizeLog(log.entries)  # as a checkpoint gives it back
+    assert again.sizes == [4, 2, 4] and [e["event"] for e in again.entries] == ["start", "restart", "resize", "resize"]

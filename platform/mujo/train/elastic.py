@@ -17,8 +17,9 @@ group (:func:`cache_chunks`), so the largest graph a worker holds does not grow 
 Shares must be equal: the gather behind the loss needs the same local batch on every rank, so ``B`` must divide by
 every worker count in ``[min, max]`` (:func:`check_elastic`, run when the config is read, names the fix).
 
-The run's history records every resize (:class:`ResizeLog`): when, at which step, how many workers, the per-worker
-batch and the chunks; it travels in the checkpoints, so a resumed run keeps the earlier ones.
+The run's history records every (re)start and resize of the group (:class:`ResizeLog`): when, at which step, how many
+workers, the per-worker batch and the chunks; it travels in the checkpoints, so a resumed run keeps the earlier ones,
+and ends in the artefact's ``resizes.json``; every step of ``history.json`` also names its group size.
 """
 
 from __future__ import annotations
@@ -100,8 +101,11 @@ def for_world(cfg, world: int):
 
 @dataclass(frozen=True)
 class Resize:
-    """One size of the worker group, from ``step`` (the steps done when it started) on."""
+    """One (re)start of the worker group, from ``step`` (the steps done when it started) on: ``event`` is ``start``
+    (the first), ``resize`` (another size than before) or ``restart`` (the same size, e.g. after a lost node was
+    replaced before the group could shrink)."""
 
+    event: str
     time: float
     step: int
     workers: int
@@ -111,18 +115,16 @@ class Resize:
 
 
 class ResizeLog:
-    """The worker-group sizes a run went through (plain dicts in checkpoints and ``resizes.json``)."""
+    """Every (re)start of the worker group and its size (plain dicts in checkpoints and ``resizes.json``)."""
 
     def __init__(self, entries: list[dict[str, Any]] | None = None):
         self.entries: list[dict[str, Any]] = [dict(e) for e in entries or []]
 
     def observe(self, step: int, world: int, per_worker_batch: int, global_batch_size: int,
-                chunks: int | None, now: float | None = None) -> dict[str, Any] | None:
-        """Record the group's size at a (re)start; returns the new entry, or None when the size did not change (a
-        restart of the same size, e.g. a worker process that died and came back)."""
-        if self.entries and self.entries[-1]["workers"] == world:
-            return None
-        entry = asdict(Resize(time=time.time() if now is None else now, step=step, workers=world,
+                chunks: int | None, now: float | None = None) -> dict[str, Any]:
+        """Record a (re)start of the group with ``world`` workers after ``step`` steps; returns the new entry."""
+        event = "start" if not self.entries else "resize" if self.entries[-1]["workers"] != world else "restart"
+        entry = asdict(Resize(event=event, time=time.time() if now is None else now, step=step, workers=world,
                               per_worker_batch=per_worker_batch, global_batch=global_batch_size,
                               grad_cache_chunks=chunks))
         self.entries.append(entry)
@@ -130,7 +132,8 @@ class ResizeLog:
 
     @property
     def sizes(self) -> list[int]:
-        return [e["workers"] for e in self.entries]
+        """The group's sizes in order, a restart at the same size counted once."""
+        return [e["workers"] for i, e in enumerate(self.entries) if i == 0 or e["event"] == "resize"]
 
 
 __all__ = ["Resize", "ResizeLog", "cache_chunks", "check_elastic", "for_world", "global_batch", "parse_worker_range",

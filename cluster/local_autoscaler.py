@@ -1,0 +1,312 @@
+"""A local autoscaling Ray cluster generated from ``cluster/aws.yaml``: Ray's real autoscaler on one machine.
+
+Ray's fake multi-node provider (``provider: type: fake_multinode``, started with ``RAY_FAKE_CLUSTER=1 ray start
+--head --autoscaling-config=...``; Ray's docs: "Testing Autoscaling Locally") launches "nodes" as local raylets with
+the resources their node type declares, GPUs included, and terminates them when they are idle. The node types,
+their resources and every scaling limit (``max_workers`` per type and in all, ``upscaling_speed``,
+``idle_timeout_minutes``) are read from ``cluster/aws.yaml`` every time the cluster starts, so the two cannot drift;
+what differs is only what has no meaning on one machine (instance types, AMIs, set-up commands, SSH) and:
+
+- the head type is named ``ray.head.default`` (the name the fake provider gives its head); it keeps ``aws.yaml``'s
+  ``head`` resources (``CPU: 0``: no task, trial or Train worker runs on the head, as on EC2);
+- every node carries the label ``node-type=<type>`` (how the tests count nodes per type) and a small object store;
+- ``--idle-timeout-minutes`` may shorten the idle timeout (the tests use seconds, not 10 minutes);
+- declared GPUs are only resource counts: a job runs pretraining with ``pretrain.use_gpu=true`` and
+  ``pretrain.simulated_gpus=true`` (gloo on CPU, the GPU requests unchanged).
+
+The nodes get ``MUJO_CLUSTER_CONFIG`` (the generated YAML) in their environment, so a submitted job refuses requests
+no node type can ever meet (``mujo.capacity``). Token authentication is off: the cluster listens on loopback only.
+
+    python cluster/local_autoscaler.py up [--idle-timeout-minutes 0.5]    # or: make cluster-up
+    python cluster/local_autoscaler.py status
+    python cluster/local_autoscaler.py down                              # or: make cluster-down
+
+``down`` stops exactly the processes this cluster started (those whose command line names its own temporary folder,
+and their descendants), never ``ray stop``, which would end every Ray process of the user on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+AWS_YAML = ROOT / "cluster" / "aws.yaml"
+STATE_DIR = ROOT / "runs" / "local-cluster"
+HEAD_TYPE = "ray.head.default"  # the fake provider tags its head with this type
+LABEL = "node-type"
+RAY = str(Path(sys.executable).parent / "ray")
+# keys of a launcher config that mean something on one machine; the rest (AMIs, set-up, SSH, file mounts) does not
+SCALING_KEYS = ("max_workers", "upscaling_speed", "idle_timeout_minutes")
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def generate(aws_yaml: str | Path = AWS_YAML, gcs_address: str = "127.0.0.1:6379",
+             idle_timeout_minutes: float | None = None, object_store_mb: int = 150) -> dict:
+    """The fake-provider autoscaling config of ``aws_yaml``: the same node types, resources and scaling limits."""
+    with open(aws_yaml) as f:
+        src = yaml.safe_load(f)
+    head = src["head_node_type"]
+    types = {}
+    for name, spec in src["available_node_types"].items():
+        local = HEAD_TYPE if name == head else name
+        resources = dict(spec.get("resources") or {})
+        types[local] = {"resources": {**resources, "object_store_memory": object_store_mb * 2**20},
+                        "labels": {LABEL: name}, "node_config": {},
+                        "min_workers": 0 if name == head else int(spec.get("min_workers", 0)),
+                        "max_workers": 0 if name == head else int(spec["max_workers"])}
+    cfg = {key: src[key] for key in SCALING_KEYS if key in src}
+    if idle_timeout_minutes is not None:
+        cfg["idle_timeout_minutes"] = idle_timeout_minutes
+    cfg.update({
+        "cluster_name": f"{src.get('cluster_name', 'mujo')}-local",
+        "provider": {"type": "fake_multinode", "gcs_address": gcs_address, "use_node_id_as_ip": True,
+                     "disable_node_updaters": True, "disable_launch_config_check": True},
+        "auth": {"ssh_user": "ray"}, "head_node_type": HEAD_TYPE, "available_node_types": types,
+        "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
+        "rsync_exclude": [], "rsync_filter": [], "initialization_commands": [], "setup_commands": [],
+        "head_setup_commands": [], "worker_setup_commands": [], "head_start_ray_commands": [],
+        "worker_start_ray_commands": []})
+    return cfg
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """{pid: (parent pid, command line)} from /proc (Linux)."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        out[int(entry)] = (ppid, cmd)
+    return out
+
+
+def _with_descendants(roots: set[int], procs: dict[int, tuple[int, str]]) -> list[int]:
+    found = set(roots)
+    grew = True
+    while grew:
+        children = {pid for pid, (ppid, _) in procs.items() if ppid in found} - found
+        found |= children
+        grew = bool(children)
+    found.discard(os.getpid())
+    return sorted(found)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _kill(pids: list[int], sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + timeout
+    while time.time() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.3)
+    for pid in pids:
+        if _alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+class LocalCluster:
+    """A running local autoscaling cluster, as ``up`` left it in ``<state_dir>/state.json``."""
+
+    def __init__(self, state: dict):
+        self.state = state
+
+    @property
+    def address(self) -> str:
+        """The job server / dashboard (``ray job submit --address``)."""
+        return self.state["address"]
+
+    @property
+    def gcs_address(self) -> str:
+        return self.state["gcs_address"]
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment a client needs (``ray job submit``, ``ray status``)."""
+        return {"RAY_AUTH_MODE": "disabled"}
+
+    @classmethod
+    def load(cls, state_dir: str | Path = STATE_DIR) -> "LocalCluster":
+        path = Path(state_dir) / "state.json"
+        if not path.exists():
+            raise SystemExit(f"no local cluster recorded in {path}: start one with `make cluster-up`")
+        return cls(json.loads(path.read_text()))
+
+    def pids(self) -> list[int]:
+        """Every process of this cluster: those naming its temporary folder, and their descendants."""
+        procs = _processes()
+        return _with_descendants({pid for pid, (_, cmd) in procs.items() if self.state["temp_dir"] in cmd}, procs)
+
+    def nodes(self) -> list[dict]:
+        """Alive nodes: ``{"node_id", "type", "resources"}`` from Ray's state API (the head included)."""
+        from ray.util.state import list_nodes
+
+        out = []
+        for n in list_nodes(address=self.address, detail=True, limit=1000, raise_on_missing_output=False):
+            if n.state == "ALIVE":
+                kind = (n.labels or {}).get(LABEL) or ("head" if n.is_head_node else "?")
+                out.append({"node_id": n.node_id, "type": kind, "resources": dict(n.resources_total)})
+        return out
+
+    def counts(self) -> dict[str, int]:
+        """Alive worker nodes per node type (the head is not counted)."""
+        counts: dict[str, int] = {}
+        for n in self.nodes():
+            if n["type"] != "head":
+                counts[n["type"]] = counts.get(n["type"], 0) + 1
+        return counts
+
+    def kill_node(self, node_id: str) -> list[int]:
+        """A spot preemption: SIGKILL the raylet of worker node ``node_id`` (of this cluster) and everything under it
+        (its workers and agents). Returns the process ids killed."""
+        procs = _processes()
+        roots = {pid for pid, (_, cmd) in procs.items()
+                 if self.state["temp_dir"] in cmd and f"--node_id={node_id}" in cmd and "raylet" in cmd}
+        if not roots:
+            raise ValueError(f"no raylet of node {node_id} in this cluster")
+        pids = _with_descendants(roots, procs)
+        _kill(pids, signal.SIGKILL, timeout=5)
+        return pids
+
+    def down(self) -> int:
+        """Stop every process of this cluster (SIGTERM, then SIGKILL after 15 s); returns how many."""
+        pids = self.pids()
+        _kill(pids)
+        shutil.rmtree(self.state["temp_dir"], ignore_errors=True)
+        return len(pids)
+
+
+def up(state_dir: str | Path = STATE_DIR, *, aws_yaml: str | Path = AWS_YAML, idle_timeout_minutes: float | None = None,
+       heartbeat_timeout_s: int = 30, env: dict[str, str] | None = None, timeout: float = 180) -> LocalCluster:
+    """Start the head (no worker resources) with the autoscaler; the workers come when something asks for them."""
+    state_dir = Path(state_dir)
+    if (state_dir / "state.json").exists():
+        old = LocalCluster.load(state_dir)
+        if old.pids():
+            raise SystemExit(f"a local cluster is already running ({old.address}); stop it with `make cluster-down`")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    # a short path: Ray's unix sockets live under it (108-byte limit)
+    temp_dir = tempfile.mkdtemp(prefix="mujo-lc-", dir="/tmp")
+    gcs, dashboard, client = _free_ports(3)
+    gcs_address = f"127.0.0.1:{gcs}"
+    cfg = generate(aws_yaml, gcs_address, idle_timeout_minutes)
+    config_path = str(state_dir / "autoscaling.yaml")
+    Path(config_path).write_text(yaml.safe_dump(cfg, sort_keys=False))
+    head = cfg["available_node_types"][HEAD_TYPE]["resources"]
+    run_env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    run_env.update(env or {})
+    run_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{run_env.get('PATH', '')}"  # `python` in jobs
+    run_env.update({"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+                    "AUTOSCALER_HEARTBEAT_TIMEOUT_S": str(heartbeat_timeout_s), "RAY_AUTH_MODE": "disabled",
+                    "RAY_USAGE_STATS_ENABLED": "0", "GLOO_SOCKET_IFNAME": "lo",
+                    "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1", "MUJO_CLUSTER_CONFIG": config_path})
+    node_manager, object_manager, agent_listen, agent_grpc, metrics, runtime_env = _free_ports(6)
+    cmd = [RAY, "start", "--head", "--port", str(gcs), "--temp-dir", temp_dir, "--node-ip-address", "127.0.0.1",
+           "--autoscaling-config", config_path, "--num-cpus", str(int(head.get("CPU", 0))),
+           "--num-gpus", str(int(head.get("GPU", 0))), "--object-store-memory", str(150 * 2**20),
+           "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+           "--ray-client-server-port", str(client), "--disable-usage-stats",
+           "--node-manager-port", str(node_manager), "--object-manager-port", str(object_manager),
+           "--dashboard-agent-listen-port", str(agent_listen), "--dashboard-agent-grpc-port", str(agent_grpc),
+           "--metrics-export-port", str(metrics), "--runtime-env-agent-port", str(runtime_env)]
+    cluster = LocalCluster({"temp_dir": temp_dir, "address": f"http://127.0.0.1:{dashboard}",
+                            "gcs_address": gcs_address, "config": config_path, "started": time.time()})
+    (state_dir / "state.json").write_text(json.dumps(cluster.state, indent=1))
+    try:
+        subprocess.run(cmd, env=run_env, check=True, capture_output=True, text=True, timeout=timeout)
+        _wait_for_job_server(cluster, timeout)
+    except BaseException as exc:
+        cluster.down()
+        if isinstance(exc, subprocess.CalledProcessError):
+            raise RuntimeError(f"ray start failed: {exc.stderr[-3000:]}") from None
+        raise
+    return cluster
+
+
+def _wait_for_job_server(cluster: LocalCluster, timeout: float) -> None:
+    from ray.job_submission import JobSubmissionClient
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            JobSubmissionClient(cluster.address).list_jobs()
+            cluster.nodes()
+            return
+        except Exception:  # the dashboard is still starting
+            if time.time() > deadline:
+                raise
+            time.sleep(1)
+
+
+def down(state_dir: str | Path = STATE_DIR) -> int:
+    cluster = LocalCluster.load(state_dir)
+    n = cluster.down()
+    (Path(state_dir) / "state.json").unlink(missing_ok=True)
+    return n
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("command", choices=["up", "down", "status", "config"])
+    ap.add_argument("--state-dir", default=str(STATE_DIR))
+    ap.add_argument("--aws-yaml", default=str(AWS_YAML))
+    ap.add_argument("--idle-timeout-minutes", type=float, default=None,
+                    help="override aws.yaml's idle_timeout_minutes (e.g. 0.5 to watch nodes go away)")
+    args = ap.parse_args(argv)
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    if args.command == "config":
+        print(yaml.safe_dump(generate(args.aws_yaml, idle_timeout_minutes=args.idle_timeout_minutes), sort_keys=False))
+    elif args.command == "up":
+        c = up(args.state_dir, aws_yaml=args.aws_yaml, idle_timeout_minutes=args.idle_timeout_minutes)
+        print(f"local autoscaling cluster up: head (no worker resources) + autoscaler, node types of {args.aws_yaml}\n"
+              f"  RAY_AUTH_MODE=disabled ray job submit --address {c.address} --runtime-env jobs/runtime_env.yaml -- "
+              "python jobs/main.py --config jobs/configs/main.yaml --set pretrain.use_gpu=true "
+              "--set pretrain.simulated_gpus=true\n"
+              f"  RAY_AUTH_MODE=disabled ray status --address {c.gcs_address}\n  make cluster-down")
+    elif args.command == "status":
+        c = LocalCluster.load(args.state_dir)
+        print(json.dumps({"address": c.address, "workers_by_type": c.counts(), "processes": len(c.pids())}))
+    else:
+        print(f"stopped {down(args.state_dir)} process(es) of the local cluster")
+
+
+if __name__ == "__main__":
+    main()
