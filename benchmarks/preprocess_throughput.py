@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import multiprocessing
 import os
 import shutil
 import statistics
@@ -48,6 +47,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "platform"))
+
+from _ceiling import timed_processes  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -122,20 +123,8 @@ def _bare_worker(files: list[str], out: str, video_dim: int, cfg: PreprocessConf
 def bare_seconds(raw: str, out: str, video_dim: int, cfg: PreprocessConfig, processes: int) -> float:
     """Seconds for the file work of every raw file in ``processes`` bare processes (no Ray), started and warmed
     beforehand, each taking every ``processes``-th file: what the machine gives this work at best."""
-    ctx = multiprocessing.get_context("spawn")
     files = storage.list_files(raw, ".parquet")
-    barrier, results = ctx.Barrier(processes + 1), ctx.Queue()
-    procs = [ctx.Process(target=_bare_worker, args=(files[i::processes], out, video_dim, cfg, barrier, results))
-             for i in range(processes)]
-    for proc in procs:
-        proc.start()
-    barrier.wait()
-    t0 = time.time()
-    done = sum(results.get() for _ in procs)
-    seconds = time.time() - t0
-    for proc in procs:
-        proc.join()
-    assert done == len(files)
+    seconds = timed_processes(_bare_worker, [files[i::processes] for i in range(processes)], (out, video_dim, cfg))
     shutil.rmtree(out, ignore_errors=True)
     return seconds
 
