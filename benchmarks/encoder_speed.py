@@ -12,6 +12,9 @@ processes on a shared machine do not inflate; with more threads or on CUDA it is
 Before timing, the outputs and gradients of both forms are compared (largest absolute difference of the outputs;
 of the gradients, relative to the gradient's largest entry, as the loss here is an unscaled sum).
 
+Then the whole joint model (default config, all four modalities: what a pretraining step and a video+pose+acc
+classifier compute) with the encoders in each form, printed apart (not in the total).
+
 The last line: ``encoder speed-up: <x.x>x`` = the sum of all old times / the sum of all new times (pose and acc,
 every batch size, forward and forward+backward).
 
@@ -22,6 +25,7 @@ every batch size, forward and forward+backward).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -32,8 +36,9 @@ sys.path.insert(0, str(ROOT / "platform"))
 
 import torch  # noqa: E402
 
-from mujo.config import PretrainConfig  # noqa: E402
+from mujo.config import ModelConfig, PretrainConfig  # noqa: E402
 from mujo.models.encoders import AccEncoder, PoseEncoder  # noqa: E402
+from mujo.models.mujo import MuJoModel  # noqa: E402
 from mujo.schema import NUM_JOINTS, WINDOW  # noqa: E402
 
 
@@ -57,6 +62,47 @@ def timed(fns: dict, repeats: int, now) -> dict[str, float]:
             f()
             times[k].append(now() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+@contextlib.contextmanager
+def layers_as_written(model: MuJoModel):
+    """The model's pose and acc encoders computing with their layers as written (the old form), same weights."""
+    encs = [model.encoders[m] for m in ("pose", "acc") if m in model.encoders]
+    for e in encs:
+        e.forward = e.reference_forward
+    try:
+        yield
+    finally:
+        for e in encs:
+            del e.forward
+
+
+def model_rows(batches: list[int], repeats: int, now, device: torch.device) -> None:
+    """The whole joint model (default config: video, pose, acc, text encoders + projections) embedding a batch of
+    every modality: what a pretraining step and a video+pose+acc classifier run. Printed apart, not in the total."""
+    torch.manual_seed(0)
+    model = MuJoModel(ModelConfig()).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for b in batches:
+        inputs = {"video": torch.randn(b, model.cfg.video_dim, device=device),
+                  "pose": torch.randn(b, WINDOW, NUM_JOINTS, 3, device=device),
+                  "acc": torch.randn(b, WINDOW, 6, device=device),
+                  "text": torch.randn(b, model.cfg.text_dim, device=device)}
+
+        def fwd():
+            with torch.no_grad():
+                model(inputs)
+
+        def fwd_bwd():
+            torch.autograd.grad(sum(z.square().sum() for z in model(inputs).values()), params, allow_unused=True)
+
+        for label, f in (("forward", fwd), ("fwd+bwd", fwd_bwd)):
+            def old():
+                with layers_as_written(model):
+                    f()
+            t = timed({"old": old, "new": f}, repeats, now)
+            print(f"{'model':8} {b:>6} {label:>9} {t['old'] * 1e3:9.1f} {t['new'] * 1e3:9.1f} "
+                  f"{t['old'] / t['new']:8.1f}x  (whole joint model, all 4 modalities; not in the total)", flush=True)
 
 
 def main(argv: list[str] | None = None) -> float:
@@ -105,6 +151,7 @@ def main(argv: list[str] | None = None) -> float:
                 total["new"] += t["new"]
                 print(f"{name:8} {b:>6} {label:>9} {t['old'] * 1e3:9.1f} {t['new'] * 1e3:9.1f} "
                       f"{t['old'] / t['new']:8.1f}x  {d:.1e}", flush=True)
+    model_rows(batches, args.repeats, now, device)
     speedup = total["old"] / total["new"]
     print(f"total: old {total['old']:.3f} s, new {total['new']:.3f} s")
     print(f"encoder speed-up: {speedup:.1f}x")
