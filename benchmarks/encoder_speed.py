@@ -121,9 +121,11 @@ def main(argv: list[str] | None = None) -> float:
     print(f"torch {torch.__version__}, device {device}, {args.threads} thread(s), median of {args.repeats} "
           f"({'thread CPU time' if now is time.thread_time else 'wall time'}); pretraining batch {pretrain_batch}")
     torch.manual_seed(0)
-    encoders = {"pose": (PoseEncoder().to(device), (WINDOW, NUM_JOINTS, 3)), "acc": (AccEncoder().to(device), (WINDOW, 6))}
+    encoders = {"pose": (PoseEncoder().to(device), (WINDOW, NUM_JOINTS, 3)),
+                "acc": (AccEncoder().to(device), (WINDOW, 6))}
     total = {"old": 0.0, "new": 0.0}
-    print(f"{'encoder':8} {'batch':>6} {'pass':>9} {'old ms':>9} {'new ms':>9} {'speed-up':>9}  max |diff| (output; gradients relative to their largest)")
+    print(f"{'encoder':8} {'batch':>6} {'pass':>9} {'old ms':>9} {'new ms':>9} {'speed-up':>9}  "
+          "max |diff| (output; gradients relative to their largest)")
     for name, (enc, shape) in encoders.items():
         params = list(enc.parameters())
         for b in batches:

@@ -59,8 +59,9 @@ def _at_cap_share(a: dict) -> float:
 
 def markdown_table(agg: list[dict]) -> str:
     """Rows (inputs, setting), columns label fractions, cells 'mean ± std' of test Macro F1; with several
-    calibrations a calibration column, one row per (inputs, calibration, setting). A cell whose trials ran to ``max_epochs`` says how many (``[k/n at max]``);
-    cells where that is more than :data:`AT_CAP_WARN` are listed in a warning under the table."""
+    calibrations a calibration column, one row per (inputs, calibration, setting). A cell whose trials ran to
+    ``max_epochs`` says how many (``[k/n at max]``); cells where that is more than :data:`AT_CAP_WARN` are listed
+    in a warning under the table."""
     fractions = sorted({a["fraction"] for a in agg})
     lines = []
     for dataset in sorted({a["dataset"] for a in agg}):

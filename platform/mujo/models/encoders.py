@@ -111,10 +111,10 @@ def dense_conv_matrix(weight: torch.Tensor, groups: int, t_band: tuple[torch.Ten
     return m.reshape(groups, (co // groups) * t_out * j_out, cig * j_in * t_in)
 
 
-def apply_dense(h: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor, positions: int) -> torch.Tensor:
-    """``h`` (B, g*in) through the per-group matrices -> (B, g*out), plus each channel's bias at its ``positions``
-    output positions."""
-    b, g = h.shape[0], matrix.shape[0]
+def apply_dense(h: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor, positions: int, groups: int) -> torch.Tensor:
+    """``h`` (B, g*in) through the per-group matrices ``(g, out, in)`` -> (B, g*out), plus each channel's bias at
+    its ``positions`` output positions. ``groups`` is passed as a Python int (a traced export keeps it constant)."""
+    b, g = h.shape[0], groups
     if g == 1:
         out = F.linear(h, matrix[0])
     else:
@@ -160,17 +160,18 @@ class MMFitSensorEncoder(nn.Module):
     def convs(self) -> list[nn.Conv1d]:
         return [m for m in self.net if isinstance(m, nn.Conv1d)]
 
-    def layer_matrices(self) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
-        """Per layer: the dense per-group matrices, the bias and the output length (see :func:`dense_conv_matrix`)."""
+    def layer_matrices(self) -> list[tuple[torch.Tensor, torch.Tensor, int, int]]:
+        """Per layer: the dense per-group matrices, the bias, the output length and the groups (see
+        :func:`dense_conv_matrix`)."""
         out = []
         for i, conv in enumerate(self.convs):
             t_band = _band(self, f"t{i}")
             out.append((dense_conv_matrix(conv.weight.unsqueeze(-1), conv.groups, t_band, _band(self, "j")),
-                        conv.bias, t_band[0].shape[0]))
+                        conv.bias, int(t_band[0].shape[0]), conv.groups))
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[1:]) != (self.in_channels, self.length):
+        if _other_shape(x, (self.in_channels, self.length)):
             return self.reference_forward(x)
         return dense_sensor_forward(x, self.layer_matrices())
 
@@ -179,12 +180,21 @@ class MMFitSensorEncoder(nn.Module):
         return self.net(x)
 
 
-def dense_sensor_forward(x: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor, int]]) -> torch.Tensor:
-    """(B, C, T) through dense layers (matrices, bias, output length), each followed by ReLU and max-pool 2."""
+def _other_shape(x: torch.Tensor, shape: tuple[int, ...]) -> bool:
+    """Whether ``x`` (B, ...) is not of the shape the fast form was built for (then the layers as written run).
+    A traced or exported graph is built for the model's own window: no check there (it would be a constant)."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return False
+    return tuple(x.shape[1:]) != shape
+
+
+def dense_sensor_forward(x: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor, int, int]]) -> torch.Tensor:
+    """(B, C, T) through dense layers (matrices, bias, output length, groups), each followed by ReLU and max-pool
+    2."""
     b = x.shape[0]
     h = x.reshape(b, -1)
-    for matrix, bias, t_out in layers:
-        h = apply_dense(h, matrix, bias, t_out).view(b, -1, t_out)
+    for matrix, bias, t_out, groups in layers:
+        h = apply_dense(h, matrix, bias, t_out, groups).view(b, -1, t_out)
         h = F.max_pool1d(F.relu(h), 2).reshape(b, -1)
     return h
 
@@ -205,9 +215,9 @@ class AccEncoder(nn.Module):
         self.length = length
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[1:]) != (self.length, 6):
+        if _other_shape(x, (self.length, 6)):
             return self.reference_forward(x)
-        layers = [(torch.cat([ml, mr]), torch.cat([bl, br]), t) for (ml, bl, t), (mr, br, _)
+        layers = [(torch.cat([ml, mr]), torch.cat([bl, br]), t, 2 * g) for (ml, bl, t, g), (mr, br, _, _)
                   in zip(self.left.layer_matrices(), self.right.layer_matrices())]
         return dense_sensor_forward(x.transpose(1, 2), layers)
 
@@ -245,7 +255,7 @@ class PoseEncoder(nn.Module):
         return [m for m in self.net if isinstance(m, nn.Conv2d)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[1:]) != (self.length, self.joints, 3):
+        if _other_shape(x, (self.length, self.joints, 3)):
             return self.reference_forward(x)
         b = x.shape[0]
         h = x.permute(0, 3, 2, 1)  # (B, 3, J, T)
@@ -258,9 +268,9 @@ class PoseEncoder(nn.Module):
                 h = F.max_pool2d(F.relu(h.view(b, conv.out_channels, j, -1)), 2)  # (B, C, J, T)
             else:  # dense: rows come out in (channel, frame, joint) order
                 t_band, j_band = _band(self, f"t{i}"), _band(self, f"j{i}")
-                t_out, j_out = t_band[0].shape[0], j_band[0].shape[0]
+                t_out, j_out = int(t_band[0].shape[0]), int(j_band[0].shape[0])
                 m = dense_conv_matrix(conv.weight, conv.groups, t_band, j_band)
-                h = apply_dense(h.reshape(b, -1), m, conv.bias, t_out * j_out).view(b, -1, t_out, j_out)
+                h = apply_dense(h.reshape(b, -1), m, conv.bias, t_out * j_out, conv.groups).view(b, -1, t_out, j_out)
                 h = F.max_pool2d(F.relu(h), 2).transpose(2, 3)  # back to (B, C, J, T)
         return h.transpose(2, 3).flatten(1)  # MM-Fit's flatten order: (C, T, J)
 
