@@ -28,12 +28,12 @@ import tempfile
 from itertools import islice
 from typing import Any
 
-from mujo import storage
+from mujo import capacity, storage
 from mujo.config import ConfigError, MainConfig
 from mujo.models.mujo import save_pretrained
 from mujo.run import RunLayout
 from mujo.schema import MASK_COLUMNS, TENSOR_MODALITY_COLUMN
-from mujo.train import schedule
+from mujo.train import elastic, schedule
 from mujo.train.tensorboard import TensorBoardLog
 from mujo.train.trainer import (  # noqa: F401 - re-exported: the step and the state helpers lived here
     Trainer,
@@ -51,15 +51,17 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 
 
-def _report(trainer: Trainer, metrics: dict, checkpoint: bool) -> None:
+def _report(trainer: Trainer, metrics: dict, checkpoint: bool, extra_state: dict | None = None) -> None:
     """``ray.train.report`` on every rank (a barrier); with ``checkpoint``, rank 0 attaches the trainer's state and
-    a model artefact (the state is gathered on every rank first: it holds every rank's RNG stream)."""
+    a model artefact (the state is gathered on every rank first: it holds every rank's RNG stream). ``extra_state``
+    goes into the state as well (the elastic run's resize log)."""
     import ray.train
 
     if not checkpoint:
         ray.train.report(metrics, checkpoint=None)
         return
     state = trainer.state_dict()
+    state.update(extra_state or {})
     if trainer.rank != 0:
         ray.train.report(metrics, checkpoint=None)
         return
@@ -78,17 +80,28 @@ def train_loop(config: dict[str, Any]) -> None:
     import torch
 
     cfg = MainConfig.model_validate(config["cfg"])
-    pc = cfg.pretrain
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device() if pc.use_gpu else torch.device("cpu")
+    # ---- issue 20: an elastic group trains with this size's share of the fixed global batch (mujo.train.elastic)
+    elastic_run, global_batch = cfg.pretrain.min_workers is not None, elastic.global_batch(cfg.pretrain)
+    cfg = elastic.for_world(cfg, world)
+    pc = cfg.pretrain
+    device = ray.train.torch.get_device() if pc.use_gpu and not pc.simulated_gpus else torch.device("cpu")
     trainer = Trainer(cfg, config["stats"], config["train_rows"], device=device, rank=rank, world=world,
-                      wrap=lambda m: ray.train.torch.prepare_model(m, parallel_strategy="ddp"))
+                      wrap=lambda m: ray.train.torch.prepare_model(m, move_to_device=device, parallel_strategy="ddp"))
     checkpoint = ray.train.get_checkpoint()
+    resizes = elastic.ResizeLog()
     if checkpoint:
         with checkpoint.as_directory() as d:
-            trainer.load_state_dict(load_state(os.path.join(d, STATE_FILE), device))
+            state = load_state(os.path.join(d, STATE_FILE), device)
+        trainer.load_state_dict(state)
+        resizes = elastic.ResizeLog(state.get("resizes"))
         log.info("rank %d resumed from step %d", rank, trainer.global_step)
+    if elastic_run:
+        event = resizes.observe(trainer.global_step, world, pc.batch_size, global_batch, pc.grad_cache_chunks)
+        if rank == 0:
+            log.info("elastic group %s: %d worker(s) x %d samples (global batch %d) from step %d", event["event"],
+                     world, pc.batch_size, global_batch, trainer.global_step)
     shard = ray.train.get_dataset_shard("train")
     tb = TensorBoardLog(config["tensorboard"]) if rank == 0 and config.get("tensorboard") else None
     val_batches: list | None = None
@@ -105,9 +118,12 @@ def train_loop(config: dict[str, Any]) -> None:
             if i < offset:  # resumed mid-epoch: this epoch's first batches were consumed before the restart
                 continue
             metrics = trainer.step(batch)
+            if elastic_run:  # which group size made this step
+                trainer.history[-1].update(workers=world, per_worker_batch=pc.batch_size)
             if rank == 0 and trainer.validate_now():
                 if val_batches is None:  # the validation set is small: read it once, keep it in memory
-                    val_batches = list(ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=256))
+                    val = ray.train.get_dataset_shard("val")  # on `device`: Ray's "auto" is cuda with use_gpu
+                    val_batches = list(val.iter_torch_batches(batch_size=256, device=device))
                 metrics.update(trainer.validate(val_batches))
             if tb is not None:
                 tb.scalars(metrics, trainer.global_step)
@@ -115,7 +131,8 @@ def train_loop(config: dict[str, Any]) -> None:
                 metrics.update(trainer.report_summary())
                 if trainer.checkpoint_now() and tb is not None:
                     tb.sync()
-                _report(trainer, metrics, checkpoint=trainer.checkpoint_now())
+                _report(trainer, metrics, checkpoint=trainer.checkpoint_now(),
+                        extra_state={"resizes": resizes.entries} if elastic_run else None)
         if seen <= offset:  # never loop forever on a shard that yields no (new) batch
             raise RuntimeError(
                 f"rank {rank}: the training shard gave {seen} full batch(es) of {pc.batch_size} in epoch {epoch}, "
@@ -126,6 +143,8 @@ def train_loop(config: dict[str, Any]) -> None:
                         extra={"step": trainer.global_step, "source": "pretrain final", "stats": config["stats"],
                                "resumed_from_steps": trainer.resumed_from})
         storage.write_json(storage.join(config["artefact"], "history.json"), trainer.history)
+        if elastic_run:
+            storage.write_json(storage.join(config["artefact"], "resizes.json"), resizes.entries)
     if tb is not None:
         tb.close()
 
@@ -151,6 +170,7 @@ def pretrain(cfg: MainConfig, manifest: dict, name: str | None = None, callbacks
 
     pc = cfg.pretrain
     check_fits(cfg, manifest)
+    capacity.check_pretrain(pc)  # issue 20: a request no node type of the cluster can meet fails now, not never
     columns = [TENSOR_MODALITY_COLUMN[m] for m in cfg.model.modalities] + \
               [MASK_COLUMNS[m] for m in cfg.model.modalities]
     fs, _ = storage.filesystem(manifest.shards["train"][0])
@@ -168,10 +188,11 @@ def pretrain(cfg: MainConfig, manifest: dict, name: str | None = None, callbacks
                            "stats": {m: st.model_dump() for m, st in manifest.stats.items()},
                            "train_rows": manifest.rows_of("train"), "artefact": artefact,
                            "tensorboard": layout.tensorboard(name)},
-        scaling_config=ray.train.ScalingConfig(num_workers=pc.num_workers, use_gpu=pc.use_gpu,
-                                               resources_per_worker={"CPU": pc.cpus_per_worker},
-                                               placement_strategy=pc.placement_strategy),
-        torch_config=TorchConfig(backend="nccl" if pc.use_gpu else "gloo", timeout_s=600),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=(pc.min_workers, pc.num_workers) if pc.min_workers else pc.num_workers,  # issue 20
+            use_gpu=pc.use_gpu, resources_per_worker={"CPU": pc.cpus_per_worker},
+            placement_strategy=pc.placement_strategy, elastic_resize_monitor_interval_s=pc.resize_interval_s),
+        torch_config=TorchConfig(backend="nccl" if pc.use_gpu and not pc.simulated_gpus else "gloo", timeout_s=600),
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
         run_config=ray.train.RunConfig(
