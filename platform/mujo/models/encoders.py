@@ -148,8 +148,10 @@ class MMFitSensorEncoder(nn.Module):
         self.net = nn.Sequential(*layers, nn.Flatten())
         self.length, self.in_channels = length, in_channels
         t = length
+        self.out_sizes: list[int] = []  # each layer's output length, as Python ints (constants of a traced graph)
         for i in range(len(MMFIT_CHANNELS)):
             _register_band(self, f"t{i}", band_index(t, conv_out_len(t), MMFIT_KERNEL, MMFIT_STRIDE, MMFIT_PAD))
+            self.out_sizes.append(conv_out_len(t))
             t = conv_out_len(t) // 2
         self.register_buffer("j_tap", _ONE[0].clone(), persistent=False)
         self.register_buffer("j_valid", _ONE[1].clone(), persistent=False)
@@ -167,7 +169,7 @@ class MMFitSensorEncoder(nn.Module):
         for i, conv in enumerate(self.convs):
             t_band = _band(self, f"t{i}")
             out.append((dense_conv_matrix(conv.weight.unsqueeze(-1), conv.groups, t_band, _band(self, "j")),
-                        conv.bias, int(t_band[0].shape[0]), conv.groups))
+                        conv.bias, self.out_sizes[i], conv.groups))
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -243,9 +245,11 @@ class PoseEncoder(nn.Module):
         self.net = nn.Sequential(*layers, nn.Flatten())
         self.length, self.joints = length, joints
         t, j = length, joints
+        self.out_sizes: list[tuple[int, int]] = []  # each layer's (frames, joints) out, as Python ints
         for i in range(len(MMFIT_CHANNELS)):
             _register_band(self, f"j{i}", band_index(j, j, MMFIT_KERNEL, 1, MMFIT_PAD))
             _register_band(self, f"t{i}", band_index(t, conv_out_len(t), MMFIT_KERNEL, MMFIT_STRIDE, MMFIT_PAD))
+            self.out_sizes.append((conv_out_len(t), j))
             t, j = conv_out_len(t) // 2, j // 2
         with torch.no_grad():
             self.out_dim = int(self.net(torch.zeros(1, 3, length, joints)).shape[1])
@@ -268,7 +272,7 @@ class PoseEncoder(nn.Module):
                 h = F.max_pool2d(F.relu(h.view(b, conv.out_channels, j, -1)), 2)  # (B, C, J, T)
             else:  # dense: rows come out in (channel, frame, joint) order
                 t_band, j_band = _band(self, f"t{i}"), _band(self, f"j{i}")
-                t_out, j_out = int(t_band[0].shape[0]), int(j_band[0].shape[0])
+                t_out, j_out = self.out_sizes[i]
                 m = dense_conv_matrix(conv.weight, conv.groups, t_band, j_band)
                 h = apply_dense(h.reshape(b, -1), m, conv.bias, t_out * j_out, conv.groups).view(b, -1, t_out, j_out)
                 h = F.max_pool2d(F.relu(h), 2).transpose(2, 3)  # back to (B, C, J, T)
