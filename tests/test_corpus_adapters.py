@@ -265,7 +265,8 @@ def test_byo_corpus_card_to_raw_clips_and_its_errors(tmp_path):
     adapter = get_adapter("corpus", card=str(card))
     clips = list(adapter.read())
     assert [c.activity for c in clips] == ["walk", "exercise", "wave", "walk"]
-    assert clips[2].texts == ["a wave of the hand", "greeting", "waves hello"] and clips[2].label_text == "a wave of the hand"
+    assert clips[2].texts == ["a wave of the hand", "greeting", "waves hello"]
+    assert clips[2].label_text == "a wave of the hand"
     assert clips[0].video.shape == (40, VIDEO_DIM) and clips[0].video_hz == 10.0
     assert clips[0].extra["pose_prep"]["units"] == "cm" and clips[0].pose.shape == (4 * 50 - 1, 17, 3)
     assert clips[0].subject == "mycorpus-s0" and clips[3].split == "val"
@@ -322,7 +323,8 @@ def test_corpora_through_ingest_preprocess_pretrain_evaluate(ray_session, tmp_pa
     cfg = load_config(None, [
         f"storage.root={tmp_path / 'runs'}", "run_name=corpora", "pretrain.dataset=mycorpus",
         "model.embed_dim=32", "model.proj_hidden=32", "model.text_hidden=32", "model.video_hidden=32",
-        f"model.video_dim={VIDEO_DIM}", "pretrain.max_failures=0", "pretrain.num_workers=1", "pretrain.batch_size=8", "pretrain.epochs=1", "pretrain.warmup_steps=1",
+        f"model.video_dim={VIDEO_DIM}", "pretrain.max_failures=0", "pretrain.num_workers=1", "pretrain.batch_size=8",
+        "pretrain.epochs=1", "pretrain.warmup_steps=1",
         "pretrain.fewshot_shots=1", "preprocess.trim_fraction=0.0",
         "evaluate.dataset=humanml3d", "evaluate.inputs=[[acc], [pose]]",
         "evaluate.calibrations=[none]", "evaluate.zero_shot_calibrations=[none, unsupervised]",
