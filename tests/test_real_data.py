@@ -176,3 +176,16 @@ def test_deepmimic_virtual_imu_is_physically_plausible(deepmimic):
     # magnitudes: walking swings the wrist about 1 g; running and punching move it harder
     assert 8.5 < stats["walk"]["mean"] < 11.5 and stats["walk"]["max"] < 3 * G
     assert stats["run"]["std"] > stats["walk"]["std"] and stats["punch"]["max"] > stats["walk"]["max"]
+
+
+@needs_pybullet_data
+def test_deepmimic_adapter_is_a_small_real_corpus(tmp_path):
+    doc = ingest("deepmimic", deepmimic_dir(), str(tmp_path / "run"))
+    clips = {c.activity: c for c in get_adapter("deepmimic").read(deepmimic_dir())}
+    skipped = {s["item"] for s in doc["report"]["skipped"]}
+    assert skipped == {"kick", "punch"} and doc["clips"] == 13 == len(clips)  # single takes under one window
+    assert set(doc["clip_counts"]["val"]) == {"dance_b", "spin"}
+    walk = clips["walk"]
+    assert walk.texts == ["a person walks forward"] and walk.extra["loop"] and 6.0 <= len(walk.pose) / 50.0 < 7.5
+    assert walk.pose.shape[1:] == (17, 3) and walk.acc.shape == (len(walk.pose), 6)
+    assert abs(np.linalg.norm(walk.acc[:, 3:], axis=1).mean() - 11.0) < 1.5

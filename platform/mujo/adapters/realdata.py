@@ -32,7 +32,7 @@ import numpy as np
 
 from mujo import storage
 from mujo.adapters.common import DatasetAdapter, slot_acc, to_ms2
-from mujo.adapters.corpus import JointSet
+from mujo.adapters.corpus import DEFAULT_MIN_SECONDS, JointSet, prepare_pose
 from mujo.data.clips import RawClip
 
 
@@ -229,9 +229,9 @@ def _rot_z(angle: np.ndarray) -> np.ndarray:
     return np.stack([np.stack([c, -s, zero], -1), np.stack([s, c, zero], -1), np.stack([zero, zero, one], -1)], 1)
 
 
-def read_deepmimic(uri: str) -> tuple[np.ndarray, np.ndarray]:
+def read_deepmimic(uri: str, with_loop: bool = False) -> Any:
     """A DeepMimic motion file (JSON: ``{"Loop": ..., "Frames": [[duration, 43 values], ...]}``) -> (frames
-    ``(T, 43)``, frame times ``(T,)`` in seconds from the durations)."""
+    ``(T, 43)``, frame times ``(T,)`` in seconds from the durations[, whether it loops: ``"Loop": "wrap"``])."""
     where = storage.describe(uri)
     try:
         doc = json.loads(storage.read_bytes(uri).decode("utf-8"))
@@ -243,6 +243,8 @@ def read_deepmimic(uri: str) -> tuple[np.ndarray, np.ndarray]:
     if not np.isfinite(frames).all() or (frames[:-1, 0] <= 0).any():
         raise ValueError(f"{where}: non-finite values or a non-positive frame duration")
     times = np.concatenate([[0.0], np.cumsum(frames[:-1, 0])])
+    if with_loop:
+        return frames[:, 1:], times, doc.get("Loop") == "wrap"
     return frames[:, 1:], times
 
 
@@ -290,3 +292,57 @@ def tile_cycle(positions: np.ndarray, times: np.ndarray, cycles: int) -> tuple[n
     reps = [p[:-1] + k * shift for k in range(cycles)] + [p[-1:] + (cycles - 1) * shift]
     stamps = [times[:-1] + k * period for k in range(cycles)] + [times[-1:] + (cycles - 1) * period]
     return np.concatenate(reps), np.concatenate(stamps)
+
+
+class DeepMimicAdapter(DatasetAdapter):
+    """DeepMimic's reference motions as a small real motion corpus (``--source``: the folder of
+    ``humanoid3d_*.txt``, :func:`deepmimic_dir` finds pybullet_data's). See ``datasets/deepmimic.yaml``.
+
+    Each file is one clip: forward kinematics (:func:`deepmimic_positions`), then the corpus pose path
+    (:func:`mujo.adapters.corpus.prepare_pose`: 17 joints, 50 Hz, virtual wrist IMU). A looped motion (``"Loop":
+    "wrap"``) is repeated in whole cycles up to ``loop_seconds`` (:func:`tile_cycle`); a motion that is still shorter
+    than ``min_seconds`` is skipped and reported. The text is the card's label text of the motion's name.
+    """
+
+    name = "deepmimic"
+    OPTIONS: dict[str, Any] = {
+        "loop_seconds": 6.0,  # looped motions are repeated in whole cycles up to at least this long
+        "min_seconds": DEFAULT_MIN_SECONDS,
+        "val": ["dance_b", "spin"],  # motions that form the val split (pretraining validates on it); others train
+    }
+
+    def read(self, source_dir: str, **options: Any) -> Iterator[RawClip]:
+        opts = self.resolve_options(options)
+        self.report.clear()
+        lookup = self.card.lookup()
+        files = sorted(u for u in storage.list_files(source_dir, ".txt")
+                       if os.path.basename(u).startswith("humanoid3d_"))
+        if not files:
+            raise FileNotFoundError(f"deepmimic: no humanoid3d_*.txt under {storage.describe(source_dir)} (--source "
+                                    "is pybullet_data/data/motions)")
+        for uri in files:
+            motion = os.path.basename(uri)[len("humanoid3d_"):-len(".txt")]
+            spec = lookup.get(motion)
+            if spec is None:
+                self.report.skip(motion, "not in the card's labels")
+                continue
+            frames, times, loop = read_deepmimic(uri, with_loop=True)
+            positions = deepmimic_positions(frames)
+            period = float(times[-1] - times[0])
+            if loop and period < opts["loop_seconds"]:
+                cycles = int(np.ceil(opts["loop_seconds"] / period))
+                positions, times = tile_cycle(positions, times, cycles)
+                self.report.counts["loops_tiled"] += 1
+            if times[-1] - times[0] + 1e-9 < opts["min_seconds"]:
+                self.report.skip(motion, f"{times[-1] - times[0]:.2f} s, not a loop, shorter than min_seconds="
+                                         f"{opts['min_seconds']:.2f}")
+                continue
+            hz = 1.0 / float(np.median(np.diff(times)))
+            pose, acc, prep = prepare_pose(resample_times(positions, times, 50.0), DEEPMIMIC, 50.0, units="m",
+                                           up="+y", lr="auto")
+            split = "val" if motion in opts["val"] else "train"
+            yield RawClip(clip_id=f"deepmimic-{motion}", subject=f"deepmimic-{motion}", dataset=self.dataset_name,
+                          split=split, label_text=spec.label_text, activity=spec.name, pose=pose, pose_hz=50.0,
+                          acc=acc, acc_hz=50.0, texts=[spec.label_text],
+                          extra={"file": os.path.basename(uri), "source_hz": round(hz, 2), "loop": loop,
+                                 "pose_prep": prep.as_dict()})
