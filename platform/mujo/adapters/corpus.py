@@ -146,8 +146,9 @@ KIT21 = JointSet(
     (0, 11, 12, 13, 16, 17, 18, (1, 2), 3, 4, ("extend", 3, 4, 1.0), 8, 9, 10, 5, 6, 7),
     feet=(16, 11, 18, 13, 20, 15),
 )
-"""KIT-ML's 21 joints (chains of ``paramUtil.kit_kinematic_chain``: 0-4 trunk, 5-7 and 8-10 the arms, 11-15 and
-16-20 the legs). Which arm/leg chain is right is checked from the feet at ingest (see the card's ``unconfirmed``)."""
+"""KIT-ML's 21 joints (chains of ``paramUtil.kit_kinematic_chain``: 0-4 trunk, 5-7 right and 8-10 left arm, 11-15
+right and 16-20 left leg, as the processing code's ``face_joint_indx = [11, 16, 5, 8]`` (r_hip, l_hip, r_shoulder,
+l_shoulder) says); left/right is checked from the feet at ingest as well."""
 
 H36M17 = JointSet("h36m17", sk.JOINTS, tuple(range(sk.NUM_JOINTS)))
 """The platform's own skeleton (identity)."""
