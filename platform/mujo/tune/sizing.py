@@ -17,6 +17,11 @@ The rule, per resource the config leaves unset (a value set in the config is alw
   CPUs divided among its ``k * GPUs`` trials. Ray sets ``OMP_NUM_THREADS`` of a trial's worker to the floor of its
   CPUs, so ``threads`` is what torch uses in the trial.
 
+A GPU node is trusted to have a CUDA build of torch (the driver's own build says nothing: on the EC2 cluster the
+head has the CPU build, the GPU workers the CUDA one); a trial that finds no CUDA device fails at once saying to set
+``evaluate.gpus_per_trial: 0`` (:func:`mujo.tune.fanout.trial_device`). Clusters whose GPUs are only declared
+resources (the local autoscaling cluster's simulated GPUs) set it.
+
 Nodes are the alive nodes' resources (``ray.nodes()``), or, on an autoscaling cluster whose node types are known
 (``MUJO_CLUSTER_CONFIG``, see :mod:`mujo.capacity`), the worker types it can start: a cluster that starts from zero
 workers is sized for the nodes it will get, not for its head alone.
