@@ -12,6 +12,7 @@ from mujo.data import skeleton as sk
 from mujo.data.activities import ACTIVITIES, CATALOGUE, HAR_COVERAGE, MMFIT_ACTIVITIES, WIDE_ACTIVITIES, get_activity
 
 FS = 50.0
+G = imu.G
 
 
 def _subject(i: int = 0) -> synth.SubjectParams:
@@ -219,9 +220,6 @@ def test_wide_activities_look_like_themselves() -> None:
     for pose in rehab.values():  # one arm works, the other rests
         lift = [np.ptp(pose[:, w, 2]) for w in (sk.L_WRIST, sk.R_WRIST)]
         assert max(lift) > 0.4 and min(lift) < 0.1
-
-
-G = imu.G
 
 
 def test_har_coverage_names_real_labels_and_known_activities() -> None:
