@@ -53,8 +53,10 @@ def _same_run(alone, grouped, loss_tol: float = 0.0) -> None:
 
 
 def test_frozen_on_features_computed_once_equals_todays_path(setup):
-    """Part 1: the head trained on features computed once reproduces the per-seed path exactly (every epoch's
-    loss and validation Macro F1, best epoch, test predictions), one seed alone and three seeds in a group."""
+    """Part 1: the head trained on features computed once reproduces the per-seed path: validation Macro F1 of
+    every epoch, best epoch, test predictions equal, one seed alone and three seeds in a group. The per-epoch loss
+    is compared at rtol 1e-6: the encoders' matrix products (models/encoders.py) may round the last float32 bit of
+    a row differently in a batch of 64 rows than in a training batch of 16 others (measured <= 4e-8 relative)."""
     pretrained, train, val, test = setup
     inputs = ["pose", "acc"]
     feats = {name: ({FEATURES: frozen_features(pretrained, inputs, s[0], batch_size=64)}, s[1])
@@ -65,11 +67,11 @@ def test_frozen_on_features_computed_once_equals_todays_path(setup):
     assert len({a.epochs_run for a in alone}) > 1  # the seeds stop at different epochs: the group shrinks
     for vectorize, seeds in (("loop", SEEDS[:1]), ("vmap", SEEDS)):
         heads = [FeatureHead(build_classifier(pretrained, inputs, CLASSES, "frozen", seed=s).head) for s in seeds]
-        assert choose_vectorize(heads[0], {FEATURES: torch.zeros(2, 64)}) == "vmap"
+        assert choose_vectorize(heads[0]) == "vmap"
         results = train_seed_group(heads, seeds, samples[:len(seeds)], feats["train"], feats["val"], feats["test"],
                                    CLASSES, CFG, vectorize=vectorize)
         for a, g in zip(alone, results):
-            _same_run(a, g)
+            _same_run(a, g, loss_tol=1e-6)
         # each head is left with its best-validation weights
         with torch.inference_mode():
             pred = heads[-1]({FEATURES: torch.from_numpy(feats["val"][0][FEATURES])}).argmax(1).numpy()
@@ -88,7 +90,7 @@ def test_seed_group_equals_each_seed_trained_alone(setup, vectorize):
     samples = [sample_label_fraction(train[1], 0.5, seed=s) for s in SEEDS]
     alone = [_alone(pretrained, train, val, test, inputs, "finetuned", s, i) for s, i in zip(SEEDS, samples)]
     models = [build_classifier(pretrained, inputs, CLASSES, "finetuned", seed=s) for s in SEEDS]
-    assert choose_vectorize(models[0], {"acc": torch.zeros(2, 100, 6)}) == "vmap"  # the unused pose encoder: no
+    assert choose_vectorize(models[0]) == "loop"  # trainable encoders: auto loops; vmap is tested as well
     sub = lambda s: ({m: s[0][m] for m in inputs}, s[1])  # noqa: E731
     seen = []
     results = train_seed_group(models, SEEDS, samples, sub(train), sub(val), sub(test), CLASSES, CFG,
@@ -100,11 +102,10 @@ def test_seed_group_equals_each_seed_trained_alone(setup, vectorize):
     assert isinstance(models[0].head[2], torch.nn.Dropout)  # the models are plain classifiers again
 
 
-def test_pose_classifiers_train_in_a_loop_and_bad_groups_are_refused(setup):
+def test_encoders_train_in_a_loop_and_bad_groups_are_refused(setup):
     pretrained, train, val, test = setup
-    pose = {"pose": torch.zeros(2, 100, 17, 3)}
-    assert choose_vectorize(build_classifier(pretrained, ["pose"], CLASSES, "baseline", seed=0), pose) == "loop"
-    assert choose_vectorize(build_classifier(pretrained, ["pose"], CLASSES, "frozen", seed=0), pose) == "vmap"
+    assert choose_vectorize(build_classifier(pretrained, ["pose"], CLASSES, "baseline", seed=0)) == "loop"
+    assert choose_vectorize(build_classifier(pretrained, ["pose"], CLASSES, "frozen", seed=0)) == "vmap"
     sub = ({"acc": train[0]["acc"]}, train[1])
     models = [build_classifier(pretrained, ["acc"], CLASSES, "finetuned", seed=s) for s in (0, 1)]
     with pytest.raises(ValueError, match="label samples differ in size"):

@@ -15,9 +15,8 @@ seeds could share. This module trains a *group* of seeds at once, each seed exac
 Two ways to run a group's forward and backward pass (``vectorize``): ``vmap`` stacks the seeds' parameters
 (``torch.func.stack_module_state`` + ``functional_call`` + ``vmap``: one batched kernel per layer for all seeds);
 ``loop`` keeps one module per seed and loops over them inside each step (the same arithmetic as training alone,
-bit for bit). ``auto`` picks ``loop`` when a trainable 2-D convolution (the pose encoder) is in the model — vmap
-turns it into a G-times-grouped convolution, slower on CPU than the loop — and ``vmap`` otherwise (figures in
-benchmarks/README.md, ``benchmarks/evaluate_throughput.py``).
+bit for bit). ``auto`` (:func:`choose_vectorize`) picks ``loop`` when the model trains convolution weights (the
+encoders: vmap measured no faster there) and ``vmap`` for heads on features.
 
 Frozen setting (:func:`frozen_features`): the frozen encoders + projections are run once per (dataset,
 calibration, inputs) on every split; the seeds train only their heads, on those features (:class:`FeatureHead`), and
@@ -77,20 +76,17 @@ def frozen_features(backbone: nn.Module, inputs: Sequence[str], arrays: Mapping[
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
-def choose_vectorize(model: nn.Module, sample: Mapping[str, torch.Tensor]) -> Literal["vmap", "loop"]:
-    """``loop`` when a forward pass on ``sample`` runs a trainable ``Conv2d`` (the pose encoder: vmap makes it a
-    G-times-grouped convolution, slower on CPU than one convolution per seed), else ``vmap``. Encoders of modalities
-    the model does not use do not count."""
-    called: list[bool] = []
-    hooks = [m.register_forward_hook(lambda *_: called.append(True)) for m in model.modules()
-             if isinstance(m, nn.Conv2d) and any(p.requires_grad for p in m.parameters())]
-    try:
-        with torch.no_grad():
-            model(sample)
-    finally:
-        for h in hooks:
-            h.remove()
-    return "loop" if called else "vmap"
+def choose_vectorize(model: nn.Module) -> Literal["vmap", "loop"]:
+    """``loop`` when ``model`` has trainable convolution weights (the pose and acc encoders), else ``vmap`` (heads).
+
+    Measured on CPU (benchmarks/README.md): vmap turns a convolution into a G-times-grouped one and the encoders'
+    matrix forms into batched products, no faster than G separate passes, while the loop is bit-identical to
+    training each seed alone; a head on features is many tiny products, where one batched kernel saves the loop's
+    per-seed overhead."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.conv._ConvNd) and any(p.requires_grad for p in module.parameters()):
+            return "loop"
+    return "vmap"
 
 
 class _MaskDropout(nn.Module):
@@ -236,6 +232,7 @@ class _VmapGroup:
         _swap_dropout(self.base)
         self.base.to("meta")
         self.functional_call = functional_call
+        self.state_keys = list(self.models[0].state_dict())  # persistent state only (not non-persistent buffers)
         self.optimizer = torch.optim.AdamW([self.params[n] for n in self.trainable], lr=cfg.lr,
                                            weight_decay=cfg.weight_decay)
         self.active = list(range(len(self.models)))
@@ -265,7 +262,8 @@ class _VmapGroup:
                           .argmax(-1).cpu() for i in range(0, n, batch_size)], dim=1)
 
     def snapshot(self, pos: int) -> dict[str, torch.Tensor]:
-        return {k: v[pos].detach().clone() for k, v in {**self.params, **self.buffers}.items()}
+        tensors = {**self.params, **self.buffers}
+        return {k: tensors[k][pos].detach().clone() for k in self.state_keys}
 
     def keep(self, positions: Sequence[int]) -> None:
         index = torch.as_tensor(list(positions), dtype=torch.long)
@@ -333,7 +331,7 @@ def train_seed_group(models: Sequence[nn.Module], seeds: Sequence[int], train_in
     if not any(p.requires_grad for p in models[0].parameters()):
         raise ValueError("model has no trainable parameters")
     device = torch.device(cfg.device)
-    mode = choose_vectorize(models[0], {k: v[:2] for k, v in train_x.items()}) if vectorize == "auto" else vectorize
+    mode = choose_vectorize(models[0]) if vectorize == "auto" else vectorize
     plan = _dropout_plan(models[0], {k: v[:2] for k, v in train_x.items()})
     indices = [torch.as_tensor(np.asarray(i), dtype=torch.long) for i in train_indices]
     loss_fns = [nn.CrossEntropyLoss(weight=torch.as_tensor(class_weights(train_y[i].numpy(), num_classes),
