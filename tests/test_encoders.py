@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from mujo.config import ModelConfig
-from mujo.models.encoders import AccEncoder, PoseEncoder
+from mujo.models.encoders import AccEncoder, MMFitSensorEncoder, PoseEncoder
 from mujo.models.mujo import MuJoModel
 from mujo.schema import NUM_JOINTS, WINDOW
 
-SHAPES = {PoseEncoder: (WINDOW, NUM_JOINTS, 3), AccEncoder: (WINDOW, 6)}
+SHAPES = {PoseEncoder: (WINDOW, NUM_JOINTS, 3), AccEncoder: (WINDOW, 6), MMFitSensorEncoder: (3, WINDOW)}
 
 
 def old_pose() -> nn.Sequential:
@@ -33,7 +33,7 @@ def old_sensor() -> nn.Sequential:
     return nn.Sequential(*layers, nn.Flatten())
 
 
-@pytest.mark.parametrize("encoder", [PoseEncoder, AccEncoder])
+@pytest.mark.parametrize("encoder", [PoseEncoder, AccEncoder, MMFitSensorEncoder])
 @pytest.mark.parametrize("batch", [3, 64])
 def test_forward_and_gradients_equal_the_layers_as_written(encoder, batch):
     torch.manual_seed(batch)
@@ -100,3 +100,13 @@ def test_the_joint_model_keeps_its_keys_and_embeds_as_before():
             finally:
                 del enc.forward
             torch.testing.assert_close(fast, ref, rtol=0, atol=1e-5)
+
+
+def test_another_window_length_runs_the_layers_as_written():
+    """The fast form is built for the model's window; any other input shape takes the reference path (the same
+    numbers as before the fast forms, whatever they are)."""
+    torch.manual_seed(2)
+    for enc, x in ((AccEncoder(), torch.randn(2, WINDOW + 20, 6)),
+                   (PoseEncoder(), torch.randn(2, WINDOW + 20, NUM_JOINTS, 3))):
+        with torch.no_grad():
+            assert torch.equal(enc(x), enc.reference_forward(x))
