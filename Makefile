@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	# torch first and alone: pip takes the CPU wheel on disk instead of the CUDA build from the registry.
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -c constraints.txt -e '.[dev,search]'
+	$(PIP) install --quiet -c constraints.txt -e '.[dev,search,realdata]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+	for b in benchmarks/[!_]*.py; do $(PY) $$b || exit 1; done
 
 s3-up: $(STAMP)
 	$(PY) infra/local_s3.py start

@@ -66,8 +66,9 @@ def norms(acc: np.ndarray, wrist: str) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------------------
 
 def test_every_adapter_has_a_valid_card() -> None:
-    assert set(list_cards()) == {"mmfit", "motionsense", "mhealth", "myogym", "flag3d"}
-    assert set(ADAPTERS) == set(list_cards()) | {"byod"}
+    assert set(list_cards()) == {"mmfit", "motionsense", "mhealth", "myogym", "flag3d", "humanml3d", "kitml",
+                                 "basicmotions", "deepmimic"}
+    assert set(ADAPTERS) == set(list_cards()) | {"byod", "corpus"}
     for name in list_cards():
         card = load_card(name)
         adapter = get_adapter(name)

@@ -20,11 +20,14 @@ from typing import Any
 from mujo.adapters.byod import ByodAdapter, ByodCard, load_byod_card
 from mujo.adapters.cards import CardError, DatasetCard, LabelSpec, SplitSpec, cards_dir, list_cards, load_card
 from mujo.adapters.common import DatasetAdapter, IngestReport, raw_dir, write_raw
+from mujo.adapters.corpus import CorpusAdapter, CorpusCard, is_corpus_card, load_corpus_card
 from mujo.adapters.flag3d import Flag3DAdapter
+from mujo.adapters.humanml3d import HumanML3DAdapter, KITMLAdapter
 from mujo.adapters.mhealth import MHealthAdapter
 from mujo.adapters.mmfit import MMFitAdapter
 from mujo.adapters.motionsense import MotionSenseAdapter
 from mujo.adapters.myogym import MyoGymAdapter
+from mujo.adapters.realdata import BasicMotionsAdapter, DeepMimicAdapter
 
 ADAPTERS: dict[str, type[DatasetAdapter]] = {
     "mmfit": MMFitAdapter,
@@ -33,8 +36,13 @@ ADAPTERS: dict[str, type[DatasetAdapter]] = {
     "myogym": MyoGymAdapter,
     "flag3d": Flag3DAdapter,
     "byod": ByodAdapter,
+    "humanml3d": HumanML3DAdapter,
+    "kitml": KITMLAdapter,
+    "corpus": CorpusAdapter,
+    "basicmotions": BasicMotionsAdapter,
+    "deepmimic": DeepMimicAdapter,
 }
-"""Adapter classes by name; ``byod`` needs a card path."""
+"""Adapter classes by name; ``byod`` and ``corpus`` (a ``kind: motion_corpus`` card) need a card path."""
 
 
 def get_adapter(name: str, card: str | Path | DatasetCard | ByodCard | None = None) -> DatasetAdapter:
@@ -48,6 +56,10 @@ def get_adapter(name: str, card: str | Path | DatasetCard | ByodCard | None = No
         if card is None:
             raise ValueError("the byod adapter needs a card: get_adapter('byod', card='my_card.yaml')")
         return ByodAdapter(card)
+    if cls is CorpusAdapter:
+        if card is None:
+            raise ValueError("the corpus adapter needs a card: get_adapter('corpus', card='my_corpus.yaml')")
+        return CorpusAdapter(card)
     if card is not None and not isinstance(card, DatasetCard):
         card = load_card(card)
     return cls(card)
@@ -61,10 +73,12 @@ def ingest(dataset: str | None, source: str | None, out: str, *, card: str | Pat
     card is a bring-your-own-data card. Returns the ``dataset.json`` content.
     """
     name = dataset or "byod"
+    if name == "byod" and card is not None and is_corpus_card(card):  # kind: motion_corpus
+        name = "corpus"
     if name == "byod" and card is None:
         raise ValueError("give a dataset name (one of %s) or a BYOD card" % sorted(a for a in ADAPTERS if a != "byod"))
     adapter = get_adapter(name, card=card)
-    if source is None and name != "byod":
+    if source is None and name not in ("byod", "corpus"):
         raise ValueError(f"{name}: give the dataset's folder (--source)")
     opts = adapter.resolve_options(options)
     labels = adapter.labels(**opts)
@@ -74,7 +88,8 @@ def ingest(dataset: str | None, source: str | None, out: str, *, card: str | Pat
 
 
 __all__ = [
-    "ADAPTERS", "ByodAdapter", "ByodCard", "CardError", "DatasetAdapter", "DatasetCard", "IngestReport", "LabelSpec",
+    "ADAPTERS", "ByodAdapter", "ByodCard", "CardError", "CorpusAdapter", "CorpusCard", "DatasetAdapter", "DatasetCard",
+    "IngestReport", "LabelSpec",
     "SplitSpec", "cards_dir", "get_adapter", "ingest", "list_cards", "load_byod_card", "load_card", "raw_dir",
     "write_raw",
 ]

@@ -20,17 +20,18 @@ import numpy as np
 import pyarrow as pa
 
 from mujo.data import imu, synth, video
-from mujo.data.activities import ACTIVITIES, MMFIT_ACTIVITIES
+from mujo.data.activities import ACTIVITIES, CATALOGUE, MMFIT_ACTIVITIES, WIDE_ACTIVITIES
 from mujo.data.text import canonical_text, make_label_text
 
-RAW_VERSION = "1.1"  # 1.1: optional per-stream timestamps <name>_t (files of 1.0 still read)
+RAW_VERSION = "1.2"  # 1.1: optional per-stream timestamps <name>_t; 1.2: optional `texts` (files of 1.0/1.1 still read)
 TENSORS = ("pose", "acc", "video")
 STRING_FIELDS = ("clip_id", "subject", "dataset", "split", "label_text", "activity")
 
 RAW_SCHEMA = pa.schema(
     [pa.field(c, pa.string(), nullable=False) for c in STRING_FIELDS]
     + [f for t in TENSORS for f in (pa.field(t, pa.list_(pa.float32())), pa.field(f"{t}_shape", pa.list_(pa.int32())),
-                                    pa.field(f"{t}_hz", pa.float64()), pa.field(f"{t}_t", pa.list_(pa.float64())))],
+                                    pa.field(f"{t}_hz", pa.float64()), pa.field(f"{t}_t", pa.list_(pa.float64())))]
+    + [pa.field("texts", pa.list_(pa.string()))],  # alternative descriptions of the clip (null: label_text only)
     metadata={b"mujo.raw_version": RAW_VERSION.encode()},
 )
 
@@ -53,6 +54,9 @@ class RawClip:
     pose_t: np.ndarray | None = None
     acc_t: np.ndarray | None = None
     video_t: np.ndarray | None = None
+    # optional alternative descriptions of the whole clip (motion corpora: several captions per motion); when given,
+    # label_text is one of them. None: label_text is the only text
+    texts: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -68,6 +72,7 @@ def clips_to_table(clips: Iterable[RawClip]) -> pa.Table:
             cols[f"{t}_hz"].append(getattr(c, f"{t}_hz"))
             stamps = getattr(c, f"{t}_t")
             cols[f"{t}_t"].append(None if arr is None or stamps is None else np.asarray(stamps, np.float64).ravel())
+        cols["texts"].append(None if c.texts is None else [str(x) for x in c.texts])
     return pa.Table.from_pydict(cols, schema=RAW_SCHEMA)
 
 
@@ -94,6 +99,9 @@ def row_to_clip(batch: dict[str, Any], i: int) -> RawClip:
         stamps = batch[f"{t}_t"][i] if f"{t}_t" in batch else None
         if not _missing(stamps):
             kw[f"{t}_t"] = np.asarray(stamps, dtype=np.float64)
+    texts = batch["texts"][i] if "texts" in batch else None  # raw format < 1.2 has no texts column
+    if not _missing(texts):
+        kw["texts"] = [str(x) for x in texts]
     return RawClip(**kw)
 
 
@@ -111,9 +119,11 @@ def resolve_activities(spec_activities: str | list[str]) -> tuple[str, ...]:
         return ACTIVITIES
     if spec_activities == "mmfit":
         return MMFIT_ACTIVITIES
-    unknown = [a for a in spec_activities if a not in ACTIVITIES]
+    if spec_activities == "wide":  # issue 17: the wide vocabulary (mujo.data.activities)
+        return WIDE_ACTIVITIES
+    unknown = [a for a in spec_activities if a not in CATALOGUE]
     if unknown:
-        raise ValueError(f"unknown activities {unknown}; known: {list(ACTIVITIES)}")
+        raise ValueError(f"unknown activities {unknown}; known: {list(WIDE_ACTIVITIES)}")
     return tuple(spec_activities)
 
 
