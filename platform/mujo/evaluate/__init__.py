@@ -20,7 +20,7 @@ from typing import Any
 
 from mujo import storage
 from mujo.evaluate.data import SplitArrays, prepare_data
-from mujo.evaluate.report import aggregate, box_plot, markdown_table, to_csv, trials_csv, zero_shot_table
+from mujo.evaluate.report import fanout_report, to_csv, zero_shot_table
 from mujo.run import EvaluationPlan, Manifest, RunLayout
 
 log = logging.getLogger(__name__)
@@ -60,12 +60,11 @@ def evaluate(cfg: Any, artefact: str, manifest: Manifest, reference: Manifest | 
         from mujo.tune.fanout import run_fanout
 
         rows = run_fanout(cfg, artefact, manifest, {mode: data[mode] for mode in plan.calibrations})
-        cells = aggregate(rows)
-        tables.append(markdown_table(cells))
-        storage.write_text(storage.join(out_dir, "results.md"), tables[-1])
-        storage.write_text(storage.join(out_dir, "trials.csv"), trials_csv(rows))
-        storage.write_text(storage.join(out_dir, "summary.csv"), to_csv(cells))
-        storage.write_bytes(storage.join(out_dir, "macro_f1.png"), box_plot(rows))
+        files = fanout_report(rows, cfg.evaluate.max_epochs, manifest.labels)  # + per_class_f1.* when recorded
+        for fname, content in files.items():
+            (storage.write_bytes if isinstance(content, bytes) else storage.write_text)(
+                storage.join(out_dir, fname), content)
+        tables.append(files["results.md"])
         out["rows"] = rows
     if plan.zero_shot_calibrations:
         rows = zero_shot_rows(cfg, artefact, manifest, data)
