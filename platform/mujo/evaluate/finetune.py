@@ -193,7 +193,7 @@ def _logits(model: nn.Module, batch: Mapping[str, torch.Tensor], num_classes: in
     return out
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no autograd state at all: validation every epoch is a large share of a small trial
 def _predict(
     model: nn.Module, inputs: Mapping[str, torch.Tensor], num_classes: int, batch_size: int, device: torch.device
 ) -> NDArray[np.int64]:
