@@ -1,7 +1,8 @@
 """A local autoscaling Ray cluster generated from ``cluster/aws.yaml``: Ray's real autoscaler on one machine.
 
 Ray's fake multi-node provider (``provider: type: fake_multinode``, started with ``RAY_FAKE_CLUSTER=1 ray start
---head --autoscaling-config=...``; Ray's docs: "Testing Autoscaling Locally") launches "nodes" as local raylets with
+--head --autoscaling-config=...``; Ray's docs: "Testing Autoscaling Locally"; here through :class:`LocalNodeProvider`,
+which gives each node its own runtime-environment folder) launches "nodes" as local raylets with
 the resources their node type declares, GPUs included, and terminates them when they are idle. The node types,
 their resources and every scaling limit (``max_workers`` per type and in all, ``upscaling_speed``,
 ``idle_timeout_minutes``) are read from ``cluster/aws.yaml`` every time the cluster starts, so the two cannot drift;
@@ -51,6 +52,44 @@ RAY = str(Path(sys.executable).parent / "ray")
 SCALING_KEYS = ("max_workers", "upscaling_speed", "idle_timeout_minutes")
 
 
+def _provider_class():
+    """Ray's fake multi-node provider with one change: each node unpacks runtime environments (a job's working_dir)
+    into a folder of its own. Its nodes share the head's session folder, so without it a node setting up a job's
+    working_dir replaces the folder the job's driver runs in (seen: the fan-out's driver lost its working directory
+    when its trial started on a new node). The provider builds each node's ``RayParams`` itself; the name of that
+    folder is one of them, so the wrapper below only adds it."""
+    import threading
+
+    import ray._private.parameter as parameter
+    from ray.autoscaler._private.fake_multi_node.node_provider import FakeMultiNodeProvider
+
+    patching = threading.Lock()  # the autoscaler launches nodes from several threads
+
+    class LocalNodeProvider(FakeMultiNodeProvider):
+        def _create_node_with_resources_and_labels(self, node_config, tags, count, resources, labels):
+            original = parameter.RayParams
+
+            def params(*args, **kwargs):
+                node_id = (kwargs.get("env_vars") or {}).get("RAY_OVERRIDE_NODE_ID_FOR_TESTING", "")
+                kwargs.setdefault("runtime_env_dir_name", f"runtime_resources_{node_id[-8:]}")
+                return original(*args, **kwargs)
+
+            with patching:
+                parameter.RayParams = params
+                try:
+                    super()._create_node_with_resources_and_labels(node_config, tags, count, resources, labels)
+                finally:
+                    parameter.RayParams = original
+
+    return LocalNodeProvider
+
+
+try:  # what the autoscaler loads (provider type "external", module local_autoscaler.LocalNodeProvider)
+    LocalNodeProvider = _provider_class()
+except ImportError:  # pragma: no cover - a Ray without the fake provider
+    LocalNodeProvider = None
+
+
 def _free_ports(n: int) -> list[int]:
     socks = [socket.socket() for _ in range(n)]
     for s in socks:
@@ -80,7 +119,8 @@ def generate(aws_yaml: str | Path = AWS_YAML, gcs_address: str = "127.0.0.1:6379
         cfg["idle_timeout_minutes"] = idle_timeout_minutes
     cfg.update({
         "cluster_name": f"{src.get('cluster_name', 'mujo')}-local",
-        "provider": {"type": "fake_multinode", "gcs_address": gcs_address, "use_node_id_as_ip": True,
+        "provider": {"type": "external", "module": "local_autoscaler.LocalNodeProvider", "gcs_address": gcs_address,
+                     "use_node_id_as_ip": True,
                      "disable_node_updaters": True, "disable_launch_config_check": True},
         "auth": {"ssh_user": "ray"}, "head_node_type": HEAD_TYPE, "available_node_types": types,
         "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
@@ -234,6 +274,9 @@ def up(state_dir: str | Path = STATE_DIR, *, aws_yaml: str | Path = AWS_YAML, id
     run_env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     run_env.update(env or {})
     run_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{run_env.get('PATH', '')}"  # `python` in jobs
+    # the autoscaler (on the head) imports the provider from this folder
+    run_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).resolve().parent),
+                                                        run_env.get("PYTHONPATH")) if p)
     run_env.update({"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
                     "AUTOSCALER_HEARTBEAT_TIMEOUT_S": str(heartbeat_timeout_s), "RAY_AUTH_MODE": "disabled",
                     "RAY_USAGE_STATS_ENABLED": "0", "GLOO_SOCKET_IFNAME": "lo",

@@ -1,0 +1,276 @@
+"""Autoscaling, proven on a local autoscaling cluster (``cluster/local_autoscaler.py``: Ray's real autoscaler with the
+fake multi-node provider and ``cluster/aws.yaml``'s node types): the main job submitted with ``ray job submit`` to
+a head that holds no worker resources makes the autoscaler add CPU and "GPU" worker nodes, an elastic pretraining
+run survives a worker node killed mid-run (a spot preemption) and ends at the right step, and the idle nodes go away.
+Requests no node type can meet fail at once (``mujo.capacity``).
+
+The cluster test prints the measured figures (time to the first worker node, job wall time, time until the idle
+nodes are gone, training time lost to the preemption) that docs/cluster.md quotes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mujo import capacity, storage
+from mujo.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "cluster"))
+
+import local_autoscaler  # noqa: E402
+from ray.autoscaler._private.fake_multi_node.node_provider import FakeMultiNodeProvider  # noqa: E402
+
+AWS = yaml.safe_load((ROOT / "cluster" / "aws.yaml").read_text())
+IDLE_MINUTES = 0.25  # 15 s instead of aws.yaml's 10 minutes
+
+# the main job, small: 4 activities, ten short pretraining epochs of an elastic group of 1-2 "GPU" workers, one
+# fan-out trial
+JOB = [
+    "run_name=autoscale", "generate.clips_per_task=8",
+    "generate.datasets=[{name: synthfit, activities: [squats, bicep_curls, jumping_jacks, pushups], "
+    "subjects: {train: 3, val: 1, test: 1}, clip_seconds: [8, 10]}]",
+    "model.embed_dim=32", "model.proj_hidden=32", "model.text_hidden=32", "model.video_hidden=32",
+    "pretrain.dataset=synthfit", "pretrain.batch_size=8", "pretrain.epochs=10", "pretrain.warmup_steps=1",
+    "pretrain.checkpoint_every_steps=3", "pretrain.report_every_steps=3", "pretrain.num_workers=[1, 2]",
+    # a Train worker takes 32 of a "GPU" node's 48 CPUs: one worker per node, so a lost node is one lost worker (Ray
+    # Train's elastic policy counts workers per node from resources alone, not from the placement strategy)
+    "pretrain.cpus_per_worker=32", "pretrain.use_gpu=true", "pretrain.simulated_gpus=true",
+    "pretrain.resize_interval_s=5", "pretrain.max_failures=3",
+    "pretrain.fewshot_shots=0",
+    # the fan-out on CPU nodes (its sizing would give trials a share of the declared, simulated GPUs)
+    "evaluate.cpus_per_trial=1", "evaluate.gpus_per_trial=0",
+    "evaluate.dataset=synthfit", "evaluate.inputs=[[acc]]", "evaluate.settings=[frozen]", "evaluate.fractions=[1.0]",
+    "evaluate.seeds=1", "evaluate.max_epochs=1", "evaluate.patience=1", "evaluate.zero_shot=false",
+    "predict.after_main=false",
+]
+
+
+# ---- the generated cluster and the capacity check: no Ray ----------------------------------------------------------
+
+def test_local_cluster_has_the_node_types_of_aws_yaml():
+    cfg = local_autoscaler.generate(idle_timeout_minutes=IDLE_MINUTES)
+    assert cfg["provider"]["type"] == "external"  # Ray's fake multi-node provider (local_autoscaler.LocalNodeProvider)
+    assert issubclass(local_autoscaler.LocalNodeProvider, FakeMultiNodeProvider)
+    for key in ("max_workers", "upscaling_speed"):
+        assert cfg[key] == AWS[key]
+    assert cfg["idle_timeout_minutes"] == IDLE_MINUTES
+    assert local_autoscaler.generate()["idle_timeout_minutes"] == AWS["idle_timeout_minutes"]
+    local = cfg["available_node_types"]
+    assert set(local) == (set(AWS["available_node_types"]) - {AWS["head_node_type"]}) | {"ray.head.default"}
+    for name, spec in AWS["available_node_types"].items():
+        mine = local["ray.head.default" if name == AWS["head_node_type"] else name]
+        resources = {k: v for k, v in mine["resources"].items() if k != "object_store_memory"}
+        assert resources == spec["resources"], name
+        assert mine["labels"] == {"node-type": name}
+        if name != AWS["head_node_type"]:
+            assert (mine["min_workers"], mine["max_workers"]) == (spec["min_workers"], spec["max_workers"])
+    assert local["ray.head.default"]["resources"]["CPU"] == 0  # the head holds no worker resources
+    assert local["gpu_spot"]["resources"]["GPU"] == 4
+
+
+def test_requests_no_node_type_can_meet_are_named(tmp_path, monkeypatch):
+    path = tmp_path / "autoscaling.yaml"
+    path.write_text(yaml.safe_dump(local_autoscaler.generate()))
+    _, types = capacity.node_types(str(path))
+    assert capacity.unsatisfiable([{"CPU": 1, "GPU": 1}] * 24, types) is None  # 6 GPU nodes x 4
+    assert capacity.unsatisfiable([{"CPU": 1, "GPU": 1}] * 4, types, "STRICT_PACK") is None
+    assert "no node type has {'GPU': 8.0}" in capacity.unsatisfiable([{"GPU": 8}], types)
+    assert "STRICT_PACK" in capacity.unsatisfiable([{"CPU": 1, "GPU": 1}] * 5, types, "STRICT_PACK")
+    assert "distinct nodes" in capacity.unsatisfiable([{"CPU": 1, "GPU": 1}] * 7, types, "STRICT_SPREAD")
+    assert "(25 in all)" not in (capacity.unsatisfiable([{"CPU": 1, "GPU": 1}] * 25, types) or "")
+    assert "24 in all" in capacity.unsatisfiable([{"CPU": 1, "GPU": 1}] * 25, types)
+    # pretraining: its workers at the group's minimum; the message names the request, the node types and the fix
+    cfg = load_config(None, ["pretrain.use_gpu=true", "pretrain.num_workers=[5, 8]", "pretrain.batch_size=105",
+                             "pretrain.placement_strategy=STRICT_PACK"])
+    with pytest.raises(ConfigError) as err:
+        capacity.check_pretrain(cfg.pretrain, path=str(path))
+    message = str(err.value)
+    assert "pretrain asks for 5 x {'CPU': 0.5, 'GPU': 1.0} (STRICT_PACK)" in message
+    assert "gpu_spot {CPU: 48, GPU: 4} x4" in message and "cpu_worker {CPU: 16} x8" in message
+    assert "pretrain.num_workers" in message
+    capacity.check_pretrain(load_config(None, ["pretrain.use_gpu=true", "pretrain.num_workers=4"]).pretrain,
+                            path=str(path))
+    monkeypatch.delenv(capacity.ENV, raising=False)
+    capacity.check_pretrain(cfg.pretrain)  # no cluster config known (a fixed cluster): nothing to check against
+    monkeypatch.setenv(capacity.ENV, str(path))
+    with pytest.raises(ConfigError, match="can never place"):
+        capacity.check_pretrain(cfg.pretrain)
+
+
+# ---- the local autoscaling cluster -------------------------------------------------------------------------------
+
+class NodeCounts(threading.Thread):
+    """Worker nodes per type every ~2 s, from Ray's state API (``list_nodes``), with their times."""
+
+    def __init__(self, cluster):
+        super().__init__(daemon=True)
+        self.cluster, self.samples, self.stopped = cluster, [], threading.Event()
+
+    def run(self):
+        while not self.stopped.is_set():
+            try:
+                self.samples.append((time.time(), self.cluster.counts()))
+            except Exception:  # the dashboard is busy: skip a sample
+                pass
+            self.stopped.wait(2)
+
+    def first(self, pred) -> float | None:
+        return next((t for t, c in self.samples if pred(c)), None)
+
+
+@pytest.fixture(scope="module")
+def autoscaling():
+    # folders of its own, not pytest's: other pytest sessions on a shared machine prune pytest's numbered folders
+    state = tempfile.mkdtemp(prefix="mujo-as-state-", dir="/tmp")
+    # a lost node is noticed after 15 s without a heartbeat (Ray's default: 30 s)
+    cluster = local_autoscaler.up(state, idle_timeout_minutes=IDLE_MINUTES, heartbeat_timeout_s=15)
+    try:
+        yield cluster
+    finally:
+        cluster.down()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture
+def run_root():
+    root = tempfile.mkdtemp(prefix="mujo-as-runs-", dir="/tmp")
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _submit(cluster, overrides: list[str], root: str) -> str:
+    from ray.job_submission import JobSubmissionClient
+
+    import shlex
+
+    runtime_env = yaml.safe_load((ROOT / "jobs" / "runtime_env.yaml").read_text())
+    runtime_env["working_dir"] = str(ROOT)
+    runtime_env["py_modules"] = [str(ROOT / p) for p in runtime_env["py_modules"]]
+    # several Ray instances share this machine: Ray's own state-API calls inside the job (Train's placement group
+    # cleaner) must not guess which one is theirs
+    runtime_env["env_vars"] = {"RAY_ADDRESS": cluster.gcs_address}
+    sets = [a for o in overrides + [f"storage.root={root}"] for a in ("--set", o)]
+    entry = ["python", "jobs/main.py", "--config", "jobs/configs/main.yaml", *sets]
+    return JobSubmissionClient(cluster.address).submit_job(entrypoint=shlex.join(entry), runtime_env=runtime_env,
+                                                           submission_id=f"mujo-as-{uuid.uuid4().hex[:8]}")
+
+
+def _train_worker_nodes(cluster) -> set[str]:
+    from ray.util.state import list_actors
+
+    return {a.node_id for a in list_actors(address=cluster.address, detail=True, limit=10_000,
+                                           filters=[("state", "=", "ALIVE")])
+            if a.class_name.endswith("RayTrainWorker")}
+
+
+def _reported_step(progress: Path) -> int:
+    """The last step Ray Train's controller processed a report (and its checkpoint) of."""
+    try:
+        return int(json.loads(progress.read_text()).get("step") or 0)
+    except (OSError, ValueError, TypeError):
+        return 0
+
+
+@pytest.mark.ray
+@pytest.mark.cluster
+def test_unsatisfiable_request_fails_fast(autoscaling, run_root):
+    """A job whose fan-out trials ask for 8 GPUs (the nodes have 4) stops at once, naming the request and the node
+    types, instead of pending forever; nothing was launched for it."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(autoscaling.address)
+    t0 = time.time()
+    sid = _submit(autoscaling, JOB + ["evaluate.gpus_per_trial=8"], run_root)
+    while not client.get_job_status(sid).is_terminal():
+        assert time.time() < t0 + 120, "the job did not fail fast"
+        time.sleep(1)
+    logs = client.get_job_logs(sid)
+    assert client.get_job_status(sid) == JobStatus.FAILED, logs[-3000:]
+    assert "error: the fan-out (a Tune trial) asks for 1 x {'CPU': 1.0, 'GPU': 8.0}" in logs, logs[-3000:]
+    assert "gpu_spot {CPU: 48, GPU: 4} x4" in logs and "evaluate.gpus_per_trial" in logs
+    assert "Traceback" not in logs and autoscaling.counts() == {}
+    print(f"\nunsatisfiable request: job failed {time.time() - t0:.0f} s after submission")
+
+
+@pytest.mark.ray
+@pytest.mark.cluster
+def test_main_job_scales_up_survives_a_preemption_and_scales_down(autoscaling, run_root):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(autoscaling.address)
+    assert autoscaling.counts() == {}  # the head alone
+    counts = NodeCounts(autoscaling)
+    counts.start()
+    root = run_root
+    progress = Path(root) / "autoscale" / "logs" / "pretrain-progress.json"  # rank 0's reports (mujo.progress)
+    t_submit = time.time()
+    sid = _submit(autoscaling, JOB, root)
+    killed: dict = {}
+    deadline = t_submit + 900
+    while client.get_job_status(sid) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+        assert time.time() < deadline, client.get_job_logs(sid)[-4000:]
+        if not killed and _reported_step(progress) >= 3:  # the checkpoint of step 3 is registered: preempt
+            nodes = {n["node_id"]: n["type"] for n in autoscaling.nodes()}
+            workers = _train_worker_nodes(autoscaling)
+            if len(workers) == 2:  # the full group is running: preempt one of its nodes
+                victim = sorted(workers)[0]
+                autoscaling.kill_node(victim)
+                killed = {"time": time.time(), "node": victim, "type": nodes.get(victim)}
+        time.sleep(1)
+    t_done = time.time()
+    logs = client.get_job_logs(sid)
+    if client.get_job_status(sid) != JobStatus.SUCCEEDED:  # the console's tail, then the full log's (the traceback)
+        full = "".join(p.read_text(errors="replace") for p in (Path(root) / "autoscale" / "logs").glob("main-*.log"))
+        pytest.fail(f"the main job failed:\n{logs[-3000:]}\n--- full log, last lines:\n{full[-6000:]}")
+    while autoscaling.counts() and time.time() < t_done + 180:  # idle nodes go after the idle timeout
+        time.sleep(2)
+    t_idle = time.time()
+    counts.stopped.set()
+    counts.join()
+    assert autoscaling.counts() == {}, "idle worker nodes were not removed"
+
+    # the autoscaler brought CPU nodes for the Ray tasks / Data / Tune and "GPU" nodes for the Train workers
+    peak = {t: max(c.get(t, 0) for _, c in counts.samples) for t in ("cpu_worker", "gpu_ondemand", "gpu_spot")}
+    assert peak["cpu_worker"] >= 1, counts.samples
+    assert 2 <= peak["gpu_ondemand"] + peak["gpu_spot"], counts.samples
+    for name, n in peak.items():
+        assert n <= AWS["available_node_types"][name]["max_workers"]
+
+    # the preemption: the group restarted from its last checkpoint (on one worker when Ray Train's elastic policy saw
+    # room for one before the replacement node came, else on two), ran at the global batch of 16 whatever its size,
+    # and ended at the right step, every step exactly once in the history
+    assert killed, "the full group never ran with a checkpoint on disk: nothing was preempted"
+    model = Path(root) / "autoscale" / "pretrain" / "model"
+    history = json.loads((model / "history.json").read_text())
+    resizes = json.loads((model / "resizes.json").read_text())
+    manifest = storage.read_json(str(Path(root) / "autoscale" / "shards" / "synthfit" / "manifest.json"))
+    total = manifest["rows"]["train"] // 16 * 10  # global batch 8 x 2, 10 epochs
+    assert [h["step"] for h in history] == list(range(1, total + 1))
+    assert all(h["per_worker_batch"] * h["workers"] == 16 for h in history)
+    assert resizes[0]["event"] == "start" and resizes[0]["workers"] == 2, resizes
+    after = [r for r in resizes if r["time"] > killed["time"]]
+    assert after and after[0]["event"] in ("resize", "restart"), resizes
+    resumed = after[0]
+    assert resumed["step"] > 0 and resumed["step"] % 3 == 0  # from a checkpoint (every 3 steps)
+    assert all(r["per_worker_batch"] * r["workers"] == r["global_batch"] == 16 for r in resizes)
+    sizes = [r["workers"] for r in resizes]
+    assert (Path(root) / "autoscale" / "results" / "synthfit" / "results.md").exists()
+
+    first_node = counts.first(lambda c: sum(c.values()) > 0)
+    lost = resumed["time"] - killed["time"]
+    print(f"\nautoscaling figures: first worker node {first_node - t_submit:.0f} s after submission; job wall time "
+          f"{t_done - t_submit:.0f} s; idle nodes gone {t_idle - t_done:.0f} s after the job "
+          f"(idle timeout {IDLE_MINUTES * 60:.0f} s); preemption of a {killed['type']} node: training resumed "
+          f"from step {resumed['step']} on {resumed['workers']} worker(s) {lost:.0f} s after the kill; group "
+          f"(re)starts {[(r['event'], r['workers'], r['step']) for r in resizes]}; peak nodes {peak}")
