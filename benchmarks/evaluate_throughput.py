@@ -14,14 +14,14 @@ Ray overhead: flattering for today's path, which pays Ray's per-epoch report, ~1
 
 - **engine**: :func:`~mujo.evaluate.engine.train_seed_group` run for real on every cell, seeds in groups of
   ``--seeds-per-trial`` (as the fan-out's trials), frozen features computed once per inputs (counted), in
-  ``--cpus`` worker processes. For cells whose seeds run in ``loop`` mode (trainable pose encoder: a seed's cost does
-  not depend on its group) ``--loop-seeds`` seeds are run and their CPU time scaled to ``--seeds`` (stated); every
+  ``--cpus`` worker processes. For cells whose seeds run in ``loop`` mode (trainable encoders: a seed's cost does not
+  depend on its group) ``--loop-seeds`` seeds are run and their CPU time scaled to ``--seeds`` (stated); every
   other cell runs all its seeds. The epoch count of every seed run is recorded.
 - **today**: the fan-out trial's functions without Ray (``build_classifier`` + ``train_classifier``, batch 64,
   validation every epoch through the whole classifier) on seed 0 of every cell, for ``--today-epochs`` epochs; its
   CPU time per epoch (the median of the epochs after the first) and per trial (building, test) is multiplied by
-  the epoch counts the engine measured: the engine trains every seed exactly as today's path does (tests/test_engine.py),
-  so those are today's epoch counts too.
+  the epoch counts the engine measured: the engine trains every seed exactly as today's path does
+  (tests/test_engine.py), so those are today's epoch counts too.
 - **floor**: the protocol's necessary work at the best speed measured here: per seed and epoch, its training steps
   (forward, backward, AdamW on one batch of each size the epoch has) and one validation pass without autograd, each
   the minimum over repeats of the single-model form and the vmapped group form divided by its seeds; for frozen,
@@ -231,7 +231,7 @@ def floor_cell(job: dict) -> dict:
     def step_group(b):
         base.train()
         x = {k: v[:b].expand(g, *v[:b].shape) for k, v in x_tr.items()}
-        logits = vmap(call)(params, buffers, x)
+        logits = vmap(call, randomness="different")(params, buffers, x)
         loss = sum(loss_fn(logits[i], y_tr[:b]) for i in range(g))
         gopt.zero_grad(set_to_none=True)
         loss.backward()
@@ -254,12 +254,22 @@ def floor_cell(job: dict) -> dict:
     return {**job, "floor_epoch_cpu_s": steps + val, "n_train": n_train}
 
 
-def run_pool(fn, jobs: list[dict], cpus: int, manifest: dict, pretrained: str) -> tuple[list[dict], float]:
+def run_pool(fn, jobs: list[dict], cpus: int, manifest: dict, pretrained: str,
+             keep: str | None = None) -> tuple[list[dict], float]:
+    """``fn`` over ``jobs`` in ``cpus`` one-thread processes; with ``keep`` (a JSON file) the results of an earlier
+    run with the same jobs are reused (a later phase failed), and new results are written there."""
+    if keep and Path(keep).exists():
+        saved = json.loads(Path(keep).read_text())
+        if saved["jobs"] == json.loads(json.dumps(jobs)):
+            return saved["out"], saved["wall_s"]
     t0 = time.perf_counter()
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(cpus, initializer=_init, initargs=(manifest, pretrained)) as pool:
         out = pool.map(fn, jobs, chunksize=1)
-    return out, time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    if keep:
+        Path(keep).write_text(json.dumps({"jobs": jobs, "out": out, "wall_s": wall}))
+    return out, wall
 
 
 def main() -> None:
@@ -276,6 +286,8 @@ def main() -> None:
     p.add_argument("--cpus", type=int, default=2)
     p.add_argument("--inputs", default="acc,video+pose+acc")
     p.add_argument("--json", default=None, help="write every figure here")
+    p.add_argument("--keep-phases", action="store_true", help=(
+        "keep each phase's results in the work folder and reuse them when run again with the same jobs"))
     args = p.parse_args()
     inputs_list = [i.split("+") for i in args.inputs.split(",")]
     workdir = args.dir or tempfile.mkdtemp(prefix="evalbench-")
@@ -301,7 +313,8 @@ def main() -> None:
                          "max_epochs": args.max_epochs, "patience": args.patience,
                          "scale": args.seeds / len(seeds) if loop else 1.0})
     jobs.sort(key=lambda j: -(j["fraction"] * (3 if "pose" in j["inputs"] else 1)))  # long jobs first
-    engine, engine_wall = run_pool(engine_group, jobs, args.cpus, manifest, pretrained)
+    phase = (lambda name: str(Path(workdir) / f"phase-{name}.json")) if args.keep_phases else (lambda name: None)
+    engine, engine_wall = run_pool(engine_group, jobs, args.cpus, manifest, pretrained, phase("engine"))
     print(f"engine: {len(jobs)} seed groups run in {engine_wall:.0f} s wall on {args.cpus} processes", flush=True)
 
     # epochs per (cell, seed) as measured; loop cells: their sampled seeds stand for all
@@ -314,10 +327,10 @@ def main() -> None:
     seed_epochs = {k: (v if len(v) == args.seeds else [statistics.fmean(v)] * args.seeds) for k, v in epochs.items()}
 
     today_jobs = [{"inputs": i, "setting": s, "fraction": f, "epochs": args.today_epochs} for i, s, f in cells]
-    today, _ = run_pool(today_cell, today_jobs, args.cpus, manifest, pretrained)
+    today, _ = run_pool(today_cell, today_jobs, args.cpus, manifest, pretrained, phase("today"))
     floor_jobs = [{"inputs": i, "setting": s, "fraction": f, "group": min(args.seeds_per_trial, 4)}
                   for i, s, f in cells]
-    floor, _ = run_pool(floor_cell, floor_jobs, args.cpus, manifest, pretrained)
+    floor, _ = run_pool(floor_cell, floor_jobs, args.cpus, manifest, pretrained, phase("floor"))
 
     rows = []
     for t, fl in zip(today, floor):
