@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 
-from mujo import console, runlock, storage
+from mujo import capacity, console, runlock, storage
 from mujo.config import MainConfig, dump_config
 from mujo.evaluate import evaluate
 from mujo.pipelines.generate import generate
@@ -24,6 +24,7 @@ def prepare(cfg: MainConfig, start_ray: bool = True) -> str:
     """Configure storage, check it is reachable and writable, take the run's lock (one writer per run folder), then
     start/attach Ray unless ``start_ray`` is False (a job that checks its inputs first starts it with
     :func:`mujo.raysession.init_ray`); returns the run folder."""
+    capacity.check_config(cfg)  # issue 20: a request no node type of the cluster can ever meet fails now
     check_job_storage_root(cfg.storage.root)
     before = storage.environment()
     storage.configure(cfg.storage.endpoint_url, cfg.storage.region)
