@@ -24,6 +24,7 @@ from mujo import storage
 from mujo.config import EvaluateConfig, MainConfig
 from mujo.evaluate.engine import FEATURES, FeatureHead, frozen_features, train_seed_group
 from mujo.evaluate.finetune import FinetuneConfig, sample_label_fraction, train_classifier
+from mujo.evaluate.metrics import class_f1
 from mujo.run import INPUT_SEP, Manifest, RunLayout, TrialResult
 from mujo.train.gpu import gpu_metrics
 
@@ -70,6 +71,7 @@ def finetune_trial(config: dict[str, Any], data: dict, pretrained: str, evaluate
         save_trial_classifier(model, result, config, keep, split["test"][1], evaluate, len(idx))
     tune.report({"epoch": result.epochs_run, "val_macro_f1": result.val_macro_f1,
                  "test_macro_f1": result.test_macro_f1, "best_epoch": result.best_epoch,
+                 "per_class_f1": json.dumps(class_f1(split["test"][1], result.test_predictions, num_classes).tolist()),
                  "train_samples": int(len(idx)), **gpu_metrics(device), "done": True})
 
 
@@ -114,7 +116,9 @@ def group_trial(config: dict[str, Any], data: dict, pretrained: str, evaluate: d
     results = train_seed_group(models, seeds, samples, *splits, num_classes, fcfg,
                                on_epoch=lambda m: tune.report({**m, **gpu_metrics(device), "done": False}))
     rows = [{"seed": s, "test_macro_f1": r.test_macro_f1, "val_macro_f1": r.val_macro_f1, "best_epoch": r.best_epoch,
-             "epoch": r.epochs_run, "train_samples": int(len(i))} for s, r, i in zip(seeds, results, samples)]
+             "epoch": r.epochs_run, "train_samples": int(len(i)),
+             "per_class_f1": class_f1(splits[2][1], r.test_predictions, num_classes).tolist()}
+            for s, r, i in zip(seeds, results, samples)]
     if keep:
         from mujo.classifiers import save_trial_classifier
 
@@ -187,7 +191,9 @@ def _rows_of(r: Any, ecfg: EvaluateConfig, dataset: str) -> list[TrialResult]:
     cell = {k: r.config[k] for k in ("inputs", "setting", "fraction", "calibration")}
     common = {"dataset": dataset, **cell, "error": _error_line(r.error), "trial_path": r.path}
     if "seed" in r.config:  # per_seed engine
+        per_class = json.loads(metrics["per_class_f1"]) if metrics.get("per_class_f1") else None
         return [TrialResult(seed=r.config["seed"], status="failed" if failed else "ok", **common,
+                            per_class_f1=None if failed else per_class,
                             **{k: metrics.get(k) for k in ("test_macro_f1", "val_macro_f1", "best_epoch", "epoch",
                                                            "train_samples")})]
     seeds = seed_groups(ecfg)[int(r.config["seed_group"])]
