@@ -109,7 +109,7 @@ def test_fanout_table_and_plot(main_run):
     rows = storage.read_bytes(storage.join(results, "summary.csv")).decode().splitlines()
     assert len(rows) == 1 + 2 * 3 * 2 and all(",2," in r for r in rows[1:])  # every cell aggregates 2 seeds
     tb = [p for p in storage.list_files(storage.join(cfg.run_dir, "tune")) if "events.out.tfevents" in p]
-    assert len(tb) >= 24
+    assert len(tb) >= 12  # one per Tune trial: the grouped engine trains each cell's 2 seeds in one trial
     # calibration fitted against the pretraining corpus and saved with the run
     for mode in ("supervised", "unsupervised"):
         assert storage.exists(storage.join(cfg.run_dir, "calibration", "synthhar", mode, "acc.npz"))
