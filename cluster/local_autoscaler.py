@@ -42,6 +42,8 @@ from pathlib import Path
 
 import yaml
 
+from mujo import procs as procs_mod
+
 ROOT = Path(__file__).resolve().parent.parent
 AWS_YAML = ROOT / "cluster" / "aws.yaml"
 STATE_DIR = ROOT / "runs" / "local-cluster"
@@ -130,59 +132,6 @@ def generate(aws_yaml: str | Path = AWS_YAML, gcs_address: str = "127.0.0.1:6379
     return cfg
 
 
-def _processes() -> dict[int, tuple[int, str]]:
-    """{pid: (parent pid, command line)} from /proc (Linux)."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, ValueError, IndexError):
-            continue
-        out[int(entry)] = (ppid, cmd)
-    return out
-
-
-def _with_descendants(roots: set[int], procs: dict[int, tuple[int, str]]) -> list[int]:
-    found = set(roots)
-    grew = True
-    while grew:
-        children = {pid for pid, (ppid, _) in procs.items() if ppid in found} - found
-        found |= children
-        grew = bool(children)
-    found.discard(os.getpid())
-    return sorted(found)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _kill(pids: list[int], sig: int = signal.SIGTERM, timeout: float = 15) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-    deadline = time.time() + timeout
-    while time.time() < deadline and any(_alive(p) for p in pids):
-        time.sleep(0.3)
-    for pid in pids:
-        if _alive(pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
 class LocalCluster:
     """A running local autoscaling cluster, as ``up`` left it in ``<state_dir>/state.json``."""
 
@@ -212,8 +161,7 @@ class LocalCluster:
 
     def pids(self) -> list[int]:
         """Every process of this cluster: those naming its temporary folder, and their descendants."""
-        procs = _processes()
-        return _with_descendants({pid for pid, (_, cmd) in procs.items() if self.state["temp_dir"] in cmd}, procs)
+        return procs_mod.naming([self.state["temp_dir"]])
 
     def nodes(self) -> list[dict]:
         """Alive nodes: ``{"node_id", "type", "resources"}`` from Ray's state API (the head included)."""
@@ -237,19 +185,19 @@ class LocalCluster:
     def kill_node(self, node_id: str) -> list[int]:
         """A spot preemption: SIGKILL the raylet of worker node ``node_id`` (of this cluster) and everything under it
         (its workers and agents). Returns the process ids killed."""
-        procs = _processes()
+        procs = procs_mod.processes()
         roots = {pid for pid, (_, cmd) in procs.items()
                  if self.state["temp_dir"] in cmd and f"--node_id={node_id}" in cmd and "raylet" in cmd}
         if not roots:
             raise ValueError(f"no raylet of node {node_id} in this cluster")
-        pids = _with_descendants(roots, procs)
-        _kill(pids, signal.SIGKILL, timeout=5)
+        pids = procs_mod.with_descendants(roots, procs)
+        procs_mod.stop(pids, signal.SIGKILL, timeout=5)
         return pids
 
     def down(self) -> int:
         """Stop every process of this cluster (SIGTERM, then SIGKILL after 15 s); returns how many."""
         pids = self.pids()
-        _kill(pids)
+        procs_mod.stop(pids)
         shutil.rmtree(self.state["temp_dir"], ignore_errors=True)
         return len(pids)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mujo import storage
+from mujo import procs, storage
 
 ROOT = Path(__file__).resolve().parent.parent
 RAY = str(Path(sys.executable).parent / "ray")
@@ -68,60 +67,14 @@ def _node_ports() -> list[str]:
             "--metrics-export-port", str(metrics), "--runtime-env-agent-port", str(runtime_env)]
 
 
-def _processes() -> dict[int, tuple[int, str]]:
-    """{pid: (parent pid, command line)} from /proc (Linux; psutil is not a dependency of this project)."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, ValueError, IndexError):
-            continue
-        out[int(entry)] = (ppid, cmd)
-    return out
-
-
 def _started_by(temp_dirs: list[str]) -> list[int]:
     """Process ids of the Ray processes using one of ``temp_dirs`` (their command lines name it) and all their
     descendants (the worker processes)."""
-    procs = _processes()
-    found = {pid for pid, (_, cmd) in procs.items() if any(d in cmd for d in temp_dirs)}
-    grew = True
-    while grew:
-        children = {pid for pid, (ppid, _) in procs.items() if ppid in found} - found
-        found |= children
-        grew = bool(children)
-    found.discard(os.getpid())
-    return sorted(found)
+    return procs.naming(temp_dirs)
 
 
 def _stop(pids: list[int], timeout: float = 15) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.time() + timeout
-    while time.time() < deadline and any(_alive(p) for p in pids):
-        time.sleep(0.5)
-    for pid in pids:
-        if _alive(pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    procs.stop(pids, timeout=timeout, poll=0.5)
 
 
 @pytest.fixture(scope="module")

@@ -353,6 +353,7 @@ def test_invalid_json_names_the_file(tmp_path):
 # 7. No leftovers after a killed driver ------------------------------------------------------------------------------
 
 def test_killed_driver_leaves_no_ray_process(tmp_path):
+    from mujo.procs import alive
     from mujo.reaper import cmdline, descendants
 
     proc = subprocess.Popen([PY, "jobs/generate.py", "--config", "jobs/configs/main.yaml",
@@ -371,9 +372,9 @@ def test_killed_driver_leaves_no_ray_process(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     deadline = time.time() + 30
-    while time.time() < deadline and any(_running(p) for p in ray_procs):
+    while time.time() < deadline and any(alive(p) for p in ray_procs):
         time.sleep(0.5)
-    left = [(p, cmdline(p)[:80]) for p in ray_procs if _running(p)]
+    left = [(p, cmdline(p)[:80]) for p in ray_procs if alive(p)]
     for p, _ in left:  # never leave them to the next test, whatever the outcome
         os.kill(p, signal.SIGKILL)
     assert not left, left
@@ -385,11 +386,3 @@ def _parent(pid: int) -> int:
             return int(f.read().rsplit(")", 1)[1].split()[1])
     except OSError:
         return 0
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
