@@ -33,7 +33,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -90,16 +89,6 @@ try:  # what the autoscaler loads (provider type "external", module local_autosc
     LocalNodeProvider = _provider_class()
 except ImportError:  # pragma: no cover - a Ray without the fake provider
     LocalNodeProvider = None
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def generate(aws_yaml: str | Path = AWS_YAML, gcs_address: str = "127.0.0.1:6379",
@@ -213,7 +202,7 @@ def up(state_dir: str | Path = STATE_DIR, *, aws_yaml: str | Path = AWS_YAML, id
     state_dir.mkdir(parents=True, exist_ok=True)
     # a short path: Ray's unix sockets live under it (108-byte limit)
     temp_dir = tempfile.mkdtemp(prefix="mujo-lc-", dir="/tmp")
-    gcs, dashboard, client = _free_ports(3)
+    gcs, dashboard, client = procs_mod.free_ports(3)
     gcs_address = f"127.0.0.1:{gcs}"
     cfg = generate(aws_yaml, gcs_address, idle_timeout_minutes)
     config_path = str(state_dir / "autoscaling.yaml")
@@ -229,7 +218,7 @@ def up(state_dir: str | Path = STATE_DIR, *, aws_yaml: str | Path = AWS_YAML, id
                     "AUTOSCALER_HEARTBEAT_TIMEOUT_S": str(heartbeat_timeout_s), "RAY_AUTH_MODE": "disabled",
                     "RAY_USAGE_STATS_ENABLED": "0", "GLOO_SOCKET_IFNAME": "lo",
                     "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1", "MUJO_CLUSTER_CONFIG": config_path})
-    node_manager, object_manager, agent_listen, agent_grpc, metrics, runtime_env = _free_ports(6)
+    node_manager, object_manager, agent_listen, agent_grpc, metrics, runtime_env = procs_mod.free_ports(6)
     cmd = [RAY, "start", "--head", "--port", str(gcs), "--temp-dir", temp_dir, "--node-ip-address", "127.0.0.1",
            "--autoscaling-config", config_path, "--num-cpus", str(int(head.get("CPU", 0))),
            "--num-gpus", str(int(head.get("GPU", 0))), "--object-store-memory", str(150 * 2**20),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,18 +49,8 @@ OVERRIDES = [
 ]
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def _node_ports() -> list[str]:
-    node_manager, object_manager, agent_listen, agent_grpc, metrics, runtime_env, client = _free_ports(7)
+    node_manager, object_manager, agent_listen, agent_grpc, metrics, runtime_env, client = procs.free_ports(7)
     return ["--node-manager-port", str(node_manager), "--object-manager-port", str(object_manager),
             "--dashboard-agent-listen-port", str(agent_listen), "--dashboard-agent-grpc-port", str(agent_grpc),
             "--metrics-export-port", str(metrics), "--runtime-env-agent-port", str(runtime_env)]
@@ -82,7 +71,7 @@ def cluster(s3):
     """A head node and a worker node on loopback, each with 2 CPUs, its own custom resource and temp folder."""
     head_tmp = tempfile.mkdtemp(prefix="mujo-rh-", dir="/tmp")
     worker_tmp = tempfile.mkdtemp(prefix="mujo-rw-", dir="/tmp")
-    gcs, dashboard = _free_ports(2)
+    gcs, dashboard = procs.free_ports(2)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     # the nodes' environment: what an on-premises cluster with an S3-compatible store gives its nodes
     env.update(s3.env)
@@ -95,7 +84,7 @@ def cluster(s3):
     try:
         subprocess.run([RAY, "start", "--head", "--port", str(gcs), "--temp-dir", head_tmp,
                         "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
-                        "--dashboard-port", str(dashboard), "--ray-client-server-port", str(_free_ports(1)[0]),
+                        "--dashboard-port", str(dashboard), "--ray-client-server-port", str(procs.free_ports(1)[0]),
                         "--resources", json.dumps({"head_node": 1}), *common, *_node_ports()],
                        env=env, check=True, capture_output=True, text=True, timeout=180)
         subprocess.run([RAY, "start", "--address", f"127.0.0.1:{gcs}", "--temp-dir", worker_tmp,

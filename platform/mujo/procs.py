@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 
 
@@ -71,3 +72,14 @@ def stop(pids: list[int], sig: int = signal.SIGTERM, timeout: float = 15, poll: 
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports free on the loopback now (for the processes of one more local Ray node)."""
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports

@@ -36,7 +36,7 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from mujo.evaluate.finetune import EarlyStopping, FinetuneConfig, FinetuneResult, Split, _to_tensors, class_weights
+from mujo.evaluate.finetune import EarlyStopping, FinetuneConfig, FinetuneResult, Split, _split_tensors, class_weights
 from mujo.evaluate.metrics import macro_f1
 
 __all__ = ["FEATURES", "FeatureHead", "choose_vectorize", "frozen_features", "train_seed_group"]
@@ -322,12 +322,7 @@ def train_seed_group(models: Sequence[nn.Module], seeds: Sequence[int], train_in
     sizes = {len(i) for i in train_indices}
     if len(sizes) != 1:
         raise ValueError(f"the seeds' label samples differ in size ({sorted(sizes)}); group only seeds of one cell")
-    train_x, train_y = _to_tensors(train, "train", num_classes)
-    val_x, val_y = _to_tensors(val, "val", num_classes)
-    test_x, test_y = _to_tensors(test, "test", num_classes)
-    for name, split_x in (("val", val_x), ("test", test_x)):
-        if split_x.keys() != train_x.keys():
-            raise ValueError(f"{name} modalities {sorted(split_x)} differ from train modalities {sorted(train_x)}")
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = _split_tensors(train, val, test, num_classes)
     if not any(p.requires_grad for p in models[0].parameters()):
         raise ValueError("model has no trainable parameters")
     device = torch.device(cfg.device)

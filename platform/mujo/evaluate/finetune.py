@@ -207,6 +207,15 @@ def _predict(
     return torch.cat(preds).numpy().astype(np.int64)
 
 
+def _split_tensors(train: Split, val: Split, test: Split, num_classes: int) -> list[tuple[dict, torch.Tensor]]:
+    """The three splits as tensors, checked: the same modalities in each."""
+    out = [_to_tensors(split, name, num_classes) for name, split in (("train", train), ("val", val), ("test", test))]
+    for name, (split_x, _) in zip(("val", "test"), out[1:]):
+        if split_x.keys() != out[0][0].keys():
+            raise ValueError(f"{name} modalities {sorted(split_x)} differ from train modalities {sorted(out[0][0])}")
+    return out
+
+
 def train_classifier(
     model: nn.Module,
     train: Split,
@@ -238,12 +247,7 @@ def train_classifier(
     """
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    train_x, train_y = _to_tensors(train, "train", num_classes)
-    val_x, val_y = _to_tensors(val, "val", num_classes)
-    test_x, test_y = _to_tensors(test, "test", num_classes)
-    for name, split_x in (("val", val_x), ("test", test_x)):
-        if split_x.keys() != train_x.keys():
-            raise ValueError(f"{name} modalities {sorted(split_x)} differ from train modalities {sorted(train_x)}")
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = _split_tensors(train, val, test, num_classes)
 
     torch.manual_seed(cfg.seed)
     shuffle = torch.Generator().manual_seed(cfg.seed)
