@@ -5,7 +5,10 @@ turn columnar numpy batches into Arrow tables and back. Tensor columns use Arrow
 ``fixed_shape_tensor`` extension type, so Parquet, pyarrow and Ray Data all see real tensors, never Python objects.
 
 A shard carries its schema version in the Parquet key-value metadata; a reader refuses a shard whose major version
-differs from :data:`SCHEMA_VERSION` and says which file and which versions.
+differs from :data:`SCHEMA_VERSION` and says which file and which versions. Minor versions only add optional
+columns: 1.1 adds a window's alternative captions (``captions``, ``caption_emb``, ``caption_count``,
+``caption_key``; present when the format's :attr:`SampleFormat.captions` is above 0), so a 1.0 shard reads as a
+format without them and a 1.0 reader ignores them.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ import pyarrow.parquet as pq
 
 from mujo.names import SPLITS  # the one list of split names (they become folder names)
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: optional caption alternatives per window (shards of 1.0 still read)
 VERSION_KEY = b"mujo.schema_version"
 VIDEO_DIM_KEY = b"mujo.video_dim"
 TEXT_DIM_KEY = b"mujo.text_dim"
+CAPTIONS_KEY = b"mujo.captions"  # K of the caption columns (absent: none, as in schema 1.0)
 
 MODALITIES: tuple[str, ...] = ("video", "pose", "acc", "text")
 FS = 50  # Hz
@@ -37,6 +41,7 @@ ID_COLUMNS: tuple[str, ...] = ("sample_id", "clip_id", "subject", "dataset", "sp
 LABEL_COLUMNS: tuple[str, ...] = ("label_text", "activity", "class_id", "text")
 TENSOR_MODALITY_COLUMN = {"video": "video", "pose": "pose", "acc": "acc", "text": "text_emb"}
 MASK_COLUMNS = {m: f"has_{m}" for m in MODALITIES}
+CAPTION_COLUMNS: tuple[str, ...] = ("captions", "caption_emb", "caption_count", "caption_key")  # schema 1.1, optional
 
 
 class SchemaError(ValueError):
@@ -53,14 +58,18 @@ class SampleFormat:
 
     video_dim: int = DEFAULT_VIDEO_DIM
     text_dim: int = DEFAULT_TEXT_DIM
+    captions: int = 0  # K: alternative captions kept per window (caption columns); 0: none (text_emb only)
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {
+        shapes = {
             "pose": (WINDOW, NUM_JOINTS, 3),
             "acc": (WINDOW, ACC_CHANNELS),
             "video": (self.video_dim,),
             "text_emb": (self.text_dim,),
         }
+        if self.captions:
+            shapes["caption_emb"] = (self.captions, self.text_dim)
+        return shapes
 
     def arrow_schema(self) -> pa.Schema:
         fields: list[pa.Field] = [pa.field(c, pa.string(), nullable=False) for c in ID_COLUMNS]
@@ -78,13 +87,23 @@ class SampleFormat:
             VIDEO_DIM_KEY: str(self.video_dim).encode(),
             TEXT_DIM_KEY: str(self.text_dim).encode(),
         }
+        if self.captions:  # schema 1.1 (caption_emb is among the tensors): the captions, their count, the draw key
+            fields += [pa.field("captions", pa.list_(pa.string()), nullable=False),
+                       pa.field("caption_count", pa.int32(), nullable=False),
+                       pa.field("caption_key", pa.int64(), nullable=False)]
+            metadata[CAPTIONS_KEY] = str(self.captions).encode()
         return pa.schema(fields, metadata=metadata)
 
     @classmethod
     def from_arrow(cls, schema: pa.Schema, source: str = "<schema>") -> "SampleFormat":
         check_version(schema, source)
         meta = schema.metadata or {}
-        return cls(int(meta[VIDEO_DIM_KEY]), int(meta[TEXT_DIM_KEY]))
+        captions = int(meta.get(CAPTIONS_KEY, b"0"))
+        if captions and not set(CAPTION_COLUMNS) <= set(schema.names):
+            raise SchemaError(f"{source}: metadata says {captions} captions per window but the caption columns "
+                              f"{[c for c in CAPTION_COLUMNS if c not in schema.names]} are missing; the shard is not "
+                              "a complete mujo shard: re-run preprocessing")
+        return cls(int(meta[VIDEO_DIM_KEY]), int(meta[TEXT_DIM_KEY]), captions)
 
 
 def _major(version: str) -> str:
@@ -134,6 +153,11 @@ def batch_to_table(batch: Mapping[str, np.ndarray], fmt: SampleFormat) -> pa.Tab
         raise SchemaError(f"sample batch lacks column(s) {missing}; see docs/sample-format.md")
     shapes = fmt.tensor_shapes()
     n = len(batch["sample_id"])
+    if fmt.captions:
+        counts = np.asarray(batch["caption_count"])
+        lengths = np.array([len(c) for c in batch["captions"]])
+        if len(counts) != len(lengths) or (counts != lengths).any() or (counts > fmt.captions).any():
+            raise SchemaError(f"'caption_count' must be the length of 'captions' and at most {fmt.captions}")
     arrays = []
     for field in schema:
         values = batch[field.name]
@@ -144,6 +168,8 @@ def batch_to_table(batch: Mapping[str, np.ndarray], fmt: SampleFormat) -> pa.Tab
             if not np.isfinite(values).all():
                 raise SchemaError(f"column '{field.name}' holds NaN or infinite values")
             arrays.append(tensor_array(values, shapes[field.name]))
+        elif pa.types.is_list(field.type):  # the captions: one list of strings per row
+            arrays.append(pa.array([[str(x) for x in v] for v in values], type=field.type))
         else:
             arrays.append(pa.array(np.asarray(values).tolist(), type=field.type))
     return pa.Table.from_arrays(arrays, schema=schema)
@@ -212,4 +238,9 @@ def empty_batch(n: int, fmt: SampleFormat) -> dict[str, np.ndarray]:
         batch[name] = np.zeros((n, *shape), dtype=np.float32)
     for c in MASK_COLUMNS.values():
         batch[c] = np.zeros(n, dtype=bool)
+    if fmt.captions:  # schema 1.1: no caption until a caller sets them
+        batch["captions"] = np.empty(n, dtype=object)
+        batch["captions"][:] = [[] for _ in range(n)]
+        batch["caption_count"] = np.zeros(n, dtype=np.int32)
+        batch["caption_key"] = np.zeros(n, dtype=np.int64)
     return batch

@@ -8,6 +8,11 @@ left here is Ray's part:
   ``pretrain.amp``) — the same code either way.
 - Data streamed from Ray Data shards (``get_dataset_shard``, local shuffle buffer, seeded per epoch); a run resumed
   mid-epoch skips the batches of that epoch it had consumed. The validation split is read once, on rank 0.
+- Text variety (issue 17): where the train shards carry caption alternatives (schema 1.1) and
+  ``pretrain.caption_sampling`` is ``per_epoch``, each window's text embedding is one of its captions, drawn per
+  (seed, epoch, window) by :func:`mujo.data.text.select_captions` before the step: the same draw whichever rank,
+  shard or batch the window lands in, so the global batch stays one function of the data at any worker count.
+  Validation reads the label text (``text_emb``).
 - Reports: ``ray.train.report`` when the trainer says so (every ``report_every_steps`` steps, at epoch ends and
   checkpoints; it is a cross-rank barrier, so every rank calls it), with means over the interval; every step's
   metrics stay in the run's history (in every checkpoint and in the final artefact's ``history.json``).
@@ -30,9 +35,10 @@ from typing import Any
 
 from mujo import capacity, storage
 from mujo.config import ConfigError, MainConfig
+from mujo.data.text import CAPTION_DRAW_COLUMNS, select_captions
 from mujo.models.mujo import save_pretrained
 from mujo.run import RunLayout
-from mujo.schema import MASK_COLUMNS, TENSOR_MODALITY_COLUMN
+from mujo.schema import MASK_COLUMNS, TENSOR_MODALITY_COLUMN, check_shards
 from mujo.train import elastic, schedule
 from mujo.train.tensorboard import TensorBoardLog
 from mujo.train.trainer import (  # noqa: F401 - re-exported: the step and the state helpers lived here
@@ -117,6 +123,7 @@ def train_loop(config: dict[str, Any]) -> None:
             seen += 1
             if i < offset:  # resumed mid-epoch: this epoch's first batches were consumed before the restart
                 continue
+            batch = select_captions(batch, pc.seed, epoch)  # issue 17: one caption per window this epoch (or as is)
             metrics = trainer.step(batch)
             if elastic_run:  # which group size made this step
                 trainer.history[-1].update(workers=world, per_worker_batch=pc.batch_size)
@@ -157,6 +164,16 @@ def check_fits(cfg: MainConfig, manifest: dict) -> None:
     schedule.steps_per_epoch(cfg.pretrain, manifest.rows_of("train"))
 
 
+def caption_columns(cfg: MainConfig, manifest) -> list[str]:
+    """The caption columns the train split is read with: those of the per-epoch draw when the text modality trains,
+    ``pretrain.caption_sampling`` is ``per_epoch`` and the train shards carry alternatives (their footers say so:
+    schema 1.1 with K > 0); none otherwise (shards of schema 1.0 or one text per clip: ``text_emb`` as before)."""
+    if "text" not in cfg.model.modalities or cfg.pretrain.caption_sampling != "per_epoch":
+        return []
+    fmt = check_shards(list(manifest.shards["train"]))
+    return list(CAPTION_DRAW_COLUMNS) if fmt.captions else []
+
+
 def pretrain(cfg: MainConfig, manifest: dict, name: str | None = None, callbacks: list | None = None,
              artefact: str | None = None):
     """Fit the TorchTrainer on a preprocessed dataset; returns (ray Result, artefact path).
@@ -173,11 +190,13 @@ def pretrain(cfg: MainConfig, manifest: dict, name: str | None = None, callbacks
     capacity.check_pretrain(pc)  # issue 20: a request no node type of the cluster can meet fails now, not never
     columns = [TENSOR_MODALITY_COLUMN[m] for m in cfg.model.modalities] + \
               [MASK_COLUMNS[m] for m in cfg.model.modalities]
+    captions = caption_columns(cfg, manifest)
     fs, _ = storage.filesystem(manifest.shards["train"][0])
     # validation also reads the class of each window (few-shot Macro F1); training never sees labels
     datasets = {split: ray.data.read_parquet([storage.filesystem(p)[1] for p in manifest.shards[split]],
                                              filesystem=fs, shuffle="files" if split == "train" else None)
-                .select_columns(columns + (["class_id"] if split == "val" and pc.fewshot_shots else []))
+                .select_columns(columns + (["class_id"] if split == "val" and pc.fewshot_shots else [])
+                                + (captions if split == "train" else []))
                 for split in ("train", "val") if split in manifest.shards}
     layout = RunLayout.of(cfg)
     name = name or f"{cfg.run_name}-pretrain"
@@ -205,4 +224,5 @@ def pretrain(cfg: MainConfig, manifest: dict, name: str | None = None, callbacks
     return result, artefact
 
 
-__all__ = ["STATE_FILE", "build_loss", "check_fits", "lr_lambda", "pretrain", "train_loop", "validation_metrics"]
+__all__ = ["STATE_FILE", "build_loss", "caption_columns", "check_fits", "lr_lambda", "pretrain", "train_loop",
+           "validation_metrics"]

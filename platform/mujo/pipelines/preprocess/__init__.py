@@ -47,6 +47,7 @@ from mujo.pipelines.preprocess.files import (
     check_inputs,
     check_raw_schema,
     clip_ids,
+    clip_ids_and_alternatives,
     file_key,
     list_parquet,
     mark_duplicates,
@@ -115,6 +116,10 @@ def preprocess(datasets: dict[str, int], run_dir: str, cfg: PreprocessConfig,
         manifest = build_manifest(d, plan, mine, quarantined, seconds, processed)
         write_contract(plan.manifests[d], manifest)
         log.info("preprocessed %s: %s windows, %d quarantine entries", d, manifest.rows, manifest.quarantine.count)
+        dropped = sum(r.get("captions_dropped", 0) for r in mine)
+        if dropped:  # issue 17: counted, never dropped silently (raise preprocess.caption_alternatives to keep them)
+            log.warning("%s: %d caption(s) beyond preprocess.caption_alternatives=%d per clip not kept in the shards",
+                        d, dropped, plan.formats[d].captions)
         manifests[d] = manifest
     if failures:  # an earlier manifest may still name the shards a clean-up would delete: keep them
         raise QuarantineExceeded("\n".join(failures))
@@ -125,7 +130,8 @@ def preprocess(datasets: dict[str, int], run_dir: str, cfg: PreprocessConfig,
 __all__ = [
     "PROGRESS", "CachedEmbedder", "EmbedText", "FileWorker", "Inputs", "ManifestMissing", "Plan",
     "QuarantineExceeded", "RawFile", "Resume", "Tally", "attach_embeddings", "build_manifest", "channel_stats",
-    "check_file", "check_inputs", "check_raw_schema", "check_share", "clean_stale", "clip_ids", "entry", "file_key",
+    "check_file", "check_inputs", "check_raw_schema", "check_share", "clean_stale", "clip_ids",
+    "clip_ids_and_alternatives", "entry", "file_key",
     "file_workers", "list_parquet", "make_plan", "mark_duplicates", "params_fingerprint", "preprocess",
     "process_file", "progress_uri", "read_manifest", "resume", "run_local", "run_ray", "shard_name", "shards_dir",
     "start_embedders", "stop_embedders", "table_columns", "take_all", "tally", "window_file", "write_file",

@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from mujo import storage
 from mujo.data.clips import STRING_FIELDS, TENSORS
-from mujo.data.text import normalize_label
+from mujo.data.text import clip_captions, normalize_label
 from mujo.errors import InputError
 from mujo.names import check_name
 
@@ -222,30 +222,50 @@ def check_file(f: RawFile) -> RawFile:
     f.rows = int(meta.num_rows)
     f.reason = check_raw_schema(schema)
     if not f.reason:
+        columns = ["label_text"] + (["texts"] if "texts" in schema.names else [])  # raw 1.2: alternatives too
         try:
             with fs.open_input_file(path) as handle:
-                labels = pq.ParquetFile(handle).read(columns=["label_text"]).column(0).to_pylist()
+                read = pq.ParquetFile(handle).read(columns=columns)
         except (OSError, pa.ArrowException) as exc:
             if storage_problem(str(exc)):
                 raise storage_error(f.uri, exc) from exc
-            f.reason = f"unreadable Parquet data ('label_text'): {exc}"
+            f.reason = f"unreadable Parquet data ({', '.join(map(repr, columns))}): {exc}"
             return f
-        f.texts = sorted({t for t in map(normalize_label, (str(x) for x in labels)) if t})
+        labels = read.column("label_text").to_pylist()
+        texts = {t for t in map(normalize_label, (str(x) for x in labels)) if t}
+        if "texts" in columns:
+            texts |= {t for label, alts in zip(labels, read.column("texts").to_pylist()) if alts
+                      for t in clip_captions(str(label), [str(a) for a in alts])}
+        f.texts = sorted(texts)
     return f
 
 
 def clip_ids(f: RawFile) -> list[str] | None:
     """The ``clip_id`` column of a raw file (None when unreadable: its own check quarantines it)."""
+    return clip_ids_and_alternatives(f)[0]
+
+
+def clip_ids_and_alternatives(f: RawFile) -> tuple[list[str] | None, bool]:
+    """The ``clip_id`` column of a raw file (None when unreadable: its own check quarantines it) and whether any of
+    its clips has more than one distinct normalised caption (raw format 1.2's ``texts``; False without the column).
+    One read of the small columns; a dataset whose files hold alternatives gets caption columns in its shards."""
     import pyarrow.parquet as pq
 
     fs, path = storage.filesystem(f.uri)
     try:
         with fs.open_input_file(path) as handle:
-            return [str(x) for x in pq.ParquetFile(handle).read(columns=["clip_id"]).column(0).to_pylist()]
+            pf = pq.ParquetFile(handle)
+            alternatives = "texts" in pf.schema_arrow.names and "label_text" in pf.schema_arrow.names
+            read = pf.read(columns=["clip_id"] + (["label_text", "texts"] if alternatives else []))
     except (OSError, pa.ArrowException, KeyError) as exc:
         if storage_problem(str(exc)):
             raise storage_error(f.uri, exc) from exc
-        return None
+        return None, False
+    ids = [str(x) for x in read.column("clip_id").to_pylist()]
+    if alternatives:
+        pairs = zip(read.column("label_text").to_pylist(), read.column("texts").to_pylist())
+        alternatives = any(alts and len(clip_captions(str(label), [str(a) for a in alts])) > 1 for label, alts in pairs)
+    return ids, alternatives
 
 
 def mark_duplicates(files: list[RawFile], ids: list[list[str] | None]) -> int:

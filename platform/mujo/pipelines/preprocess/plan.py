@@ -9,7 +9,9 @@ Everything else an earlier run left (records of a file that changed or is gone, 
 those shards until then).
 
 The parameters' fingerprint covers everything besides the raw file that decides its shards: the sample format's
-version and dimensions, the dataset and its labels, trimming, shard size and the text model.
+version and dimensions (the caption columns' K among them), the dataset and its labels, trimming, shard size and
+the text model. K is the dataset's: ``preprocess.caption_alternatives`` when any of its clips has two or more
+distinct captions (raw format 1.2's ``texts``), else 0 (no caption columns, the 1.0 layout).
 
 :func:`resume` is the decision alone, from given records, identities and existing files (unit-tested without
 storage); :func:`make_plan` gathers its inputs from storage (listings, progress records, clip ids, footers) with a
@@ -33,7 +35,7 @@ from mujo.pipelines.preprocess.files import (
     RawFile,
     absolute,
     check_file,
-    clip_ids,
+    clip_ids_and_alternatives,
     file_key,
     mark_duplicates,
     storage_error,
@@ -52,7 +54,8 @@ IO_THREADS = 16
 def params_fingerprint(dataset: str, fmt: SampleFormat, labels: list[str], cfg: PreprocessConfig) -> str:
     """Fingerprint of everything besides the raw file that decides a file's shards."""
     doc = {"schema": SCHEMA_VERSION, "dataset": dataset, "video_dim": fmt.video_dim, "text_dim": fmt.text_dim,
-           "labels": labels, "trim_fraction": cfg.trim_fraction, "shard_rows": cfg.shard_rows, "text": TEXT_MODEL}
+           "labels": labels, "trim_fraction": cfg.trim_fraction, "shard_rows": cfg.shard_rows, "text": TEXT_MODEL,
+           "captions": fmt.captions}
     return hashlib.sha1(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -150,10 +153,9 @@ def make_plan(datasets: dict[str, int], run_dir: str, cfg: PreprocessConfig, inp
             storage.check_writable(out)
         except storage.StorageError as err:
             raise (storage_error(out, err.__cause__) if err.__cause__ else err) from err.__cause__
-    formats = {d: SampleFormat(video_dim=video_dim) for d, video_dim in datasets.items()}
-    plan = Plan(raws, cards, formats, {d: {name: i for i, name in enumerate(card["labels"])} for d, card in
-                                       cards.items()}, out_dirs,
-                {d: params_fingerprint(d, formats[d], list(cards[d]["labels"]), cfg) for d in datasets},
+    # formats and fingerprints are set per dataset below, once its files say whether it has caption alternatives
+    plan = Plan(raws, cards, {}, {d: {name: i for i, name in enumerate(card["labels"])} for d, card in
+                                  cards.items()}, out_dirs, {},
                 manifests={d: absolute(layout.manifest(d)) for d in datasets},
                 reports={d: absolute(layout.quarantine_report(d)) for d in datasets})
     to_check: list[RawFile] = []
@@ -162,7 +164,11 @@ def make_plan(datasets: dict[str, int], run_dir: str, cfg: PreprocessConfig, inp
         groups = read_records(out_dirs[d], sorted(existing))
         files = [RawFile(uri, d, size, mtime, key=file_key(uri)) for uri, size, mtime in listings[d]]
         with ThreadPoolExecutor(IO_THREADS) as pool:
-            repeats = mark_duplicates(files, list(pool.map(clip_ids, files)))
+            read = list(pool.map(clip_ids_and_alternatives, files))
+        repeats = mark_duplicates(files, [ids for ids, _ in read])
+        k = cfg.caption_alternatives
+        plan.formats[d] = SampleFormat(video_dim=datasets[d], captions=k if k >= 2 and any(a for _, a in read) else 0)
+        plan.params[d] = params_fingerprint(d, plan.formats[d], list(cards[d]["labels"]), cfg)
         if repeats:
             log.warning("%s: %d repeated clip id(s) in the raw files are quarantined (see the manifest)", d, repeats)
         plan.files[d] = files

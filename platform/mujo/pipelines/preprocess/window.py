@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from mujo import storage
 from mujo.data.clips import row_to_clip
-from mujo.data.text import TEXT_DIM, TextEmbedder
+from mujo.data.text import TEXT_DIM, TextEmbedder, caption_key, clip_captions
 from mujo.data.windows import BadClip, clip_windows, concat_batches
 from mujo.pipelines.preprocess.files import storage_error, storage_problem
 from mujo.pipelines.preprocess.quarantine import entry
@@ -104,6 +104,7 @@ def window_file(uri: str, dataset: str, fmt: SampleFormat, label_map: dict[str, 
                  "quarantine": [entry(uri, dataset, None, f"unreadable Parquet data: {exc}")]}]
     columns = table_columns(table)
     batches = []
+    dropped = 0  # captions beyond fmt.captions (counted in the first chunk's record, summed in the log)
     for i in range(table.num_rows):
         clip_id = str(columns["clip_id"][i])
         if skip and i in skip:
@@ -115,7 +116,10 @@ def window_file(uri: str, dataset: str, fmt: SampleFormat, label_map: dict[str, 
                 raise BadClip(clip_id, f"clip of dataset '{clip.dataset}' in the raw folder of '{dataset}'")
             if clip.split not in SPLITS:  # the split becomes a folder name: nothing else may pass
                 raise BadClip(clip_id, f"split {clip.split!r} is not one of {list(SPLITS)}")
-            batches.append(clip_windows(clip, fmt, label_map, trim_fraction))
+            batch = clip_windows(clip, fmt, label_map, trim_fraction)
+            if fmt.captions:
+                dropped += add_captions(batch, clip.label_text, clip.texts, fmt.captions)
+            batches.append(batch)
         except BadClip as bad:
             quarantine.append(entry(uri, dataset, bad.clip_id, bad.reason))
         except Exception as exc:  # undecodable values etc.: a message in the manifest, never a crashed pipeline
@@ -137,7 +141,23 @@ def window_file(uri: str, dataset: str, fmt: SampleFormat, label_map: dict[str, 
     if not chunks:
         chunks.append({"split": "", "rows": 0, "table": None, "summary": {}, "quarantine": []})
     chunks[0]["quarantine"] = quarantine
+    if dropped:
+        chunks[0]["summary"]["captions_dropped"] = dropped
     return chunks
+
+
+def add_captions(batch: dict[str, np.ndarray], label_text: str, texts: list[str] | None, k: int) -> int:
+    """Fill one clip's windows' caption columns (schema 1.1): its captions (:func:`mujo.data.text.clip_captions`:
+    the normalised label first, then the normalised alternatives), at most ``k``, their count and each window's draw
+    key (from its sample id). A window without text (``has_text`` False) keeps none. Returns how many captions did
+    not fit in ``k`` (counted, never dropped silently)."""
+    captions = clip_captions(label_text, texts)
+    kept = captions[:k] if batch["has_text"].any() else []  # one clip: its windows all have a text or none does
+    for i in range(len(batch["sample_id"])):
+        batch["captions"][i] = list(kept)
+    batch["caption_count"][:] = len(kept)
+    batch["caption_key"][:] = [caption_key(s) for s in batch["sample_id"]]
+    return len(captions) - len(kept)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -177,15 +197,31 @@ class CachedEmbedder:
 
 
 def attach_embeddings(table: pa.Table, embed: Callable[[list[str]], np.ndarray]) -> pa.Table:
-    """Fill ``text_emb`` with ``embed(texts)`` of the rows that have a text (zeros elsewhere)."""
+    """Fill ``text_emb`` with ``embed(texts)`` of the rows that have a text (zeros elsewhere) and, in a shard with
+    caption columns (schema 1.1), ``caption_emb`` with the embeddings of each row's captions (zero rows past its
+    ``caption_count``). One call to ``embed`` for both: a file's texts go to the embedding actor together."""
     field_ = table.schema.field("text_emb")
     shape = tuple(field_.type.shape)
     texts = table.column("text").to_pylist()
     has = np.asarray(table.column("has_text").to_pylist(), dtype=bool)
+    wanted = [t for t, h in zip(texts, has) if h]
+    captions = table.column("captions").to_pylist() if "caption_emb" in table.column_names else None
+    flat = [c for row in captions for c in row] if captions else []
+    emb = embed(wanted + flat) if wanted or flat else np.zeros((0, shape[0]), np.float32)
     out = np.zeros((table.num_rows, *shape), np.float32)
     if has.any():
-        out[has] = embed([t for t, h in zip(texts, has) if h])
-    return table.set_column(table.schema.get_field_index("text_emb"), field_, tensor_array(out, shape))
+        out[has] = emb[:len(wanted)]
+    table = table.set_column(table.schema.get_field_index("text_emb"), field_, tensor_array(out, shape))
+    if captions is None:
+        return table
+    cap_field = table.schema.field("caption_emb")
+    cap_shape = tuple(cap_field.type.shape)
+    caps = np.zeros((table.num_rows, *cap_shape), np.float32)
+    at = len(wanted)
+    for i, row in enumerate(captions):
+        caps[i, :len(row)] = emb[at:at + len(row)]
+        at += len(row)
+    return table.set_column(table.schema.get_field_index("caption_emb"), cap_field, tensor_array(caps, cap_shape))
 
 
 def shard_name(table: pa.Table, split: str) -> str:
