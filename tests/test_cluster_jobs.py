@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -128,16 +130,33 @@ def _entrypoint(job: str, s3_root: str, config: str = "main", overrides: list[st
 
 
 def _cli_submit(cluster, job: str, s3_root: str, timeout: int = 480, config: str = "main",
-                overrides: list[str] | None = None) -> str:
-    """`ray job submit --runtime-env jobs/runtime_env.yaml -- python jobs/<job>.py ...`, waiting for the end (the
-    CLI streams the job's logs); returns the submission id."""
+                overrides: list[str] | None = None, entrypoint: list[str] | None = None, wait: bool = True) -> str:
+    """`ray job submit --runtime-env jobs/runtime_env.yaml -- python jobs/<job>.py ...` (or ``entrypoint``), waiting
+    for the end (the CLI streams the job's logs; ``wait=False``: `--no-wait`, then :func:`_wait`); returns the
+    submission id."""
     sid = f"mujo-{job}-{uuid.uuid4().hex[:8]}"
     proc = subprocess.run([RAY, "job", "submit", "--address", cluster["address"], "--submission-id", sid,
-                           "--runtime-env", "jobs/runtime_env.yaml", "--",
-                           *_entrypoint(job, s3_root, config, overrides)],
+                           "--runtime-env", "jobs/runtime_env.yaml", *([] if wait else ["--no-wait"]), "--",
+                           *(entrypoint or _entrypoint(job, s3_root, config, overrides))],
                           cwd=ROOT, env=cluster["env"], capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return sid
+
+
+def _wait(cluster, sids: dict[str, str], timeout: float = 480) -> None:
+    """Poll until every job of ``sids`` ({name: submission id}) has ended; fail naming the first that did not
+    succeed, with the end of its log."""
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(cluster["address"])
+    deadline = time.time() + timeout
+    while not all(client.get_job_status(sid).is_terminal() for sid in sids.values()):
+        if time.time() > deadline:
+            pytest.fail(f"jobs still running after {timeout} s: {sids}")
+        time.sleep(1)
+    for job, sid in sids.items():
+        status, logs = _status(cluster, sid)
+        assert status == "SUCCEEDED", f"{job}: {status}\n{logs[-4000:]}"
 
 
 def _client_submit(cluster, job: str, s3_root: str, timeout: int = 480) -> str:
@@ -148,8 +167,6 @@ def _client_submit(cluster, job: str, s3_root: str, timeout: int = 480) -> str:
     runtime_env = yaml.safe_load((ROOT / "jobs" / "runtime_env.yaml").read_text())
     runtime_env["working_dir"] = str(ROOT)
     runtime_env["py_modules"] = [str(ROOT / p) for p in runtime_env["py_modules"]]
-    import shlex
-
     sid = client.submit_job(entrypoint=shlex.join(_entrypoint(job, s3_root)), runtime_env=runtime_env,
                             submission_id=f"mujo-{job}-{uuid.uuid4().hex[:8]}")
     deadline = time.time() + timeout
@@ -290,3 +307,71 @@ def test_no_secret_in_any_file(cluster, s3_root):
         leaks += [(f"job {j.submission_id}", s[:20]) for s in secrets if s in logs]
     assert scanned > 100, scanned  # the chain ran and wrote logs
     assert not leaks, leaks
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Motion corpora (issue 17): a HumanML3D-layout corpus and a BYO multimodal corpus through the jobs
+# ----------------------------------------------------------------------------------------------------------------
+
+CORPUS_OVERRIDES = [  # the smallest data and model that still run every stage (docs/corpora.md, "The chain")
+    "run_name=corpora", "model.embed_dim=32", "model.proj_hidden=32", "model.text_hidden=32",
+    "model.video_hidden=32", "model.video_dim=16",
+    "generate.datasets=[{name: humanml3d, video_dim: 16}, {name: mycorpus, video_dim: 16}]",
+    "preprocess.trim_fraction=0.0",
+    "pretrain.dataset=mycorpus", "pretrain.num_workers=1", "pretrain.batch_size=8", "pretrain.epochs=2",
+    "pretrain.warmup_steps=1", "pretrain.fewshot_shots=1",
+]
+
+
+def test_corpus_chain_as_jobs(cluster, s3_root, tmp_path):
+    """Issue 17's chain as a user runs it: a HumanML3D-layout corpus and a BYO multimodal corpus (video + pose +
+    several texts per clip) ingested by one submitted job (jobs/ingest.py twice), windowed by one preprocess job,
+    the BYO corpus pretrained on (Ray Train: its caption alternatives drawn per epoch), and the HumanML3D-layout
+    corpus evaluated with that model (jobs/evaluate.py: one fan-out cell and zero-shot, calibrated on the BYO
+    corpus). Fixture writers: tests/test_corpus_adapters.py."""
+    from test_corpus_adapters import MOTIONS, write_byo_corpus, write_humanml3d
+
+    from mujo.schema import check_shards, read_shard
+
+    run = f"{s3_root}/cluster-runs/corpora"
+    motions = dict(MOTIONS)  # val and test motions of known classes for the evaluation's splits
+    motions.update({f"00001{i}": (a, 4.0, 20 + i, s, [f"a person {w}#x#0.0#0.0"]) for i, (a, s, w) in enumerate(
+        [("walking", "val", "walks"), ("running", "val", "runs"), ("walking", "test", "walks"),
+         ("running", "test", "runs"), ("squats", "test", "squats")])})
+    write_humanml3d(tmp_path / "HumanML3D", motions)
+    card = write_byo_corpus(tmp_path / "corpus", {"train": 6, "val": 3})
+    ingest = ["sh", "-c", shlex.join(["python", "jobs/ingest.py", "--dataset", "humanml3d", "--source",
+                                       str(tmp_path / "HumanML3D"), "--out", run, "--option", "min_seconds=2.0"])
+              + " && " + shlex.join(["python", "jobs/ingest.py", "--card", str(card), "--out", run])]
+    sids = {"ingest": _cli_submit(cluster, "ingest", s3_root, entrypoint=ingest)}
+    sids["preprocess"] = _cli_submit(cluster, "preprocess", s3_root, overrides=CORPUS_OVERRIDES)
+    sids["pretrain"] = _cli_submit(cluster, "pretrain", s3_root, overrides=CORPUS_OVERRIDES)
+    evaluate = CORPUS_OVERRIDES + [
+        f"evaluate.pretrained={run}/pretrain/model", "evaluate.dataset=humanml3d", "evaluate.inputs=[[acc]]",
+        "evaluate.settings=[frozen]", "evaluate.fractions=[1.0]", "evaluate.seeds=1", "evaluate.max_epochs=2",
+        "evaluate.patience=2", "evaluate.cpus_per_trial=0.5", "evaluate.zero_shot_calibrations=[none, unsupervised]"]
+    sids["evaluate"] = _cli_submit(cluster, "evaluate", s3_root, config="evaluate", overrides=evaluate)
+    for job, sid in sids.items():
+        status, logs = _status(cluster, sid)
+        assert status == "SUCCEEDED", f"{job}: {status}\n{logs[-4000:]}"
+
+    hml = storage.read_json(storage.join(run, "raw", "humanml3d", "dataset.json"))
+    byo = storage.read_json(storage.join(run, "raw", "mycorpus", "dataset.json"))
+    assert hml["clips"] == 11 and byo["clips"] == 9
+    # one preprocess job windowed both; the corpora's caption alternatives are in the shards (schema 1.1)
+    manifests = {d: storage.read_json(storage.join(run, "shards", d, "manifest.json")) for d in ("humanml3d",
+                                                                                                  "mycorpus")}
+    for d, m in manifests.items():
+        assert m["schema_version"] == "1.1" and m["rows"]["train"] > 0 and m["quarantine"]["count"] == 0, d
+    assert check_shards(manifests["mycorpus"]["shards"]["train"]).captions == 4  # preprocess.caption_alternatives
+    windows = read_shard(manifests["mycorpus"]["shards"]["train"][0]).to_pydict()
+    by_clip = dict(zip(windows["clip_id"], windows["captions"]))
+    assert by_clip["mycorpus-clip002"] == ["wave hand", "greeting", "waves hello"]
+    # pretrained on the BYO corpus (its texts drawn per epoch), then evaluated on the HumanML3D-layout corpus
+    history = storage.read_json(storage.join(run, "pretrain", "model", "history.json"))
+    assert history[-1]["step"] >= 2 and all(np.isfinite(h["loss"]) for h in history)
+    results = storage.join(run, "results", "humanml3d")
+    table = storage.read_bytes(storage.join(results, "results.md")).decode()
+    assert "| acc | frozen |" in table, table
+    zero_shot = storage.read_bytes(storage.join(results, "zeroshot.md")).decode()
+    assert "| acc | none |" in zero_shot and "| acc | unsupervised |" in zero_shot, zero_shot
