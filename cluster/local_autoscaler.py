@@ -13,13 +13,21 @@ what differs is only what has no meaning on one machine (instance types, AMIs, s
 - every node carries the label ``node-type=<type>`` (how the tests count nodes per type) and a small object store;
 - ``--idle-timeout-minutes`` may shorten the idle timeout (the tests use seconds, not 10 minutes);
 - declared GPUs are only resource counts: a job runs pretraining with ``pretrain.use_gpu=true`` and
-  ``pretrain.simulated_gpus=true`` (gloo on CPU, the GPU requests unchanged).
+  ``pretrain.simulated_gpus=true`` (gloo on CPU, the GPU requests unchanged);
+- capacity can be taken away: ``preempt`` kills a worker node (SIGKILL, no notice) and can make the provider refuse
+  launches of some node types for a while (:func:`hold_capacity`), the way a reclaimed spot pool is often empty for
+  minutes and an on-demand request can fail with ``InsufficientInstanceCapacity``. The autoscaler sees the refusal as
+  a failed launch (``NodeLaunchException``), retries every update, and launches when the capacity returns (after the
+  given seconds, or when :func:`restore_capacity` / ``restore`` gives it back). Without a hold a lost node is
+  replaced as soon as the autoscaler notices it, so an elastic group rarely gets to shrink.
 
 The nodes get ``MUJO_CLUSTER_CONFIG`` (the generated YAML) in their environment, so a submitted job refuses requests
 no node type can ever meet (``mujo.capacity``). Token authentication is off: the cluster listens on loopback only.
 
     python cluster/local_autoscaler.py up [--idle-timeout-minutes 0.5]    # or: make cluster-up
     python cluster/local_autoscaler.py status
+    python cluster/local_autoscaler.py preempt <node_id> --gap-s 120 [--gap-types gpu_spot,gpu_ondemand]
+    python cluster/local_autoscaler.py restore                           # the held capacity comes back now
     python cluster/local_autoscaler.py down                              # or: make cluster-down
 
 ``down`` stops exactly the processes this cluster started (those whose command line names its own temporary folder,
@@ -53,6 +61,53 @@ RAY = str(Path(sys.executable).parent / "ray")
 SCALING_KEYS = ("max_workers", "upscaling_speed", "idle_timeout_minutes")
 
 
+def hold_capacity(path: str | Path, node_types, seconds: float | None = None, reason: str = "",
+                  now: float | None = None) -> dict:
+    """Refuse launches of ``node_types`` for ``seconds`` (None: until :func:`restore_capacity`). The holds live in the
+    JSON file ``path``, which the provider (in the autoscaler's process) reads at every launch; returns the holds."""
+    path = Path(path)
+    holds = _holds(path)
+    until = None if seconds is None else (time.time() if now is None else now) + seconds
+    for node_type in node_types:
+        holds[node_type] = {"until": until, "reason": reason}
+    _write_holds(path, holds)
+    return holds
+
+
+def restore_capacity(path: str | Path, node_types=None) -> None:
+    """End the holds on ``node_types`` (all when None): their launches succeed again from the next update."""
+    path = Path(path)
+    holds = _holds(path)
+    for node_type in list(holds) if node_types is None else node_types:
+        holds.pop(node_type, None)
+    _write_holds(path, holds)
+
+
+def capacity_refusal(path: str | Path | None, node_type: str, now: float | None = None) -> str | None:
+    """Why a launch of ``node_type`` is refused now (a hold in ``path``), or None."""
+    hold = _holds(Path(path)).get(node_type) if path else None
+    if hold is None:
+        return None
+    now = time.time() if now is None else now
+    if hold["until"] is not None and now >= hold["until"]:
+        return None
+    left = "until restored" if hold["until"] is None else f"for {hold['until'] - now:.0f} s more"
+    return f"no {node_type} capacity {left} ({hold.get('reason') or 'held'})"
+
+
+def _holds(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # no hold yet (or a file being replaced: os.replace is atomic, so none)
+        return {}
+
+
+def _write_holds(path: Path, holds: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(holds))
+    os.replace(tmp, path)  # the provider never reads half a file
+
+
 def _provider_class():
     """Ray's fake multi-node provider with one change: each node unpacks runtime environments (a job's working_dir)
     into a folder of its own. Its nodes share the head's session folder, so without it a node setting up a job's
@@ -63,10 +118,21 @@ def _provider_class():
 
     import ray._private.parameter as parameter
     from ray.autoscaler._private.fake_multi_node.node_provider import FakeMultiNodeProvider
+    from ray.autoscaler.node_launch_exception import NodeLaunchException
+    from ray.autoscaler.tags import (NODE_KIND_WORKER, STATUS_UP_TO_DATE, TAG_RAY_NODE_KIND, TAG_RAY_NODE_STATUS,
+                                     TAG_RAY_USER_NODE_TYPE)
 
     patching = threading.Lock()  # the autoscaler launches nodes from several threads
 
     class LocalNodeProvider(FakeMultiNodeProvider):
+        def create_node_with_resources_and_labels(self, node_config, tags, count, resources, labels):
+            # a held node type is refused the way a cloud refuses a launch without capacity: the autoscaler
+            # records the failure, retries at its next update and meanwhile counts no node for it
+            refusal = capacity_refusal(self.provider_config.get("capacity_file"), tags.get(TAG_RAY_USER_NODE_TYPE))
+            if refusal:
+                raise NodeLaunchException("InsufficientCapacity", refusal, None)
+            return super().create_node_with_resources_and_labels(node_config, tags, count, resources, labels)
+
         def _create_node_with_resources_and_labels(self, node_config, tags, count, resources, labels):
             original = parameter.RayParams
 
@@ -81,6 +147,14 @@ def _provider_class():
                     super()._create_node_with_resources_and_labels(node_config, tags, count, resources, labels)
                 finally:
                     parameter.RayParams = original
+            # the node's raylet runs once the call returns: it is set up (on EC2 the node updater says so after the
+            # set-up commands). Left "uninitialized", as the fake provider leaves it, the autoscaler never applies
+            # its liveness check to it, so a killed node stayed in the cluster's books for good, its resources
+            # counted towards every resource request, and was never replaced
+            with self.lock:
+                for node in self._nodes.values():
+                    if node["tags"].get(TAG_RAY_NODE_KIND) == NODE_KIND_WORKER:
+                        node["tags"][TAG_RAY_NODE_STATUS] = STATUS_UP_TO_DATE
 
     return LocalNodeProvider
 
@@ -92,8 +166,10 @@ except ImportError:  # pragma: no cover - a Ray without the fake provider
 
 
 def generate(aws_yaml: str | Path = AWS_YAML, gcs_address: str = "127.0.0.1:6379",
-             idle_timeout_minutes: float | None = None, object_store_mb: int = 150) -> dict:
-    """The fake-provider autoscaling config of ``aws_yaml``: the same node types, resources and scaling limits."""
+             idle_timeout_minutes: float | None = None, object_store_mb: int = 150,
+             capacity_file: str | None = None) -> dict:
+    """The fake-provider autoscaling config of ``aws_yaml``: the same node types, resources and scaling limits.
+    ``capacity_file``: where the provider reads capacity holds (:func:`hold_capacity`)."""
     with open(aws_yaml) as f:
         src = yaml.safe_load(f)
     head = src["head_node_type"]
@@ -111,7 +187,7 @@ def generate(aws_yaml: str | Path = AWS_YAML, gcs_address: str = "127.0.0.1:6379
     cfg.update({
         "cluster_name": f"{src.get('cluster_name', 'mujo')}-local",
         "provider": {"type": "external", "module": "local_autoscaler.LocalNodeProvider", "gcs_address": gcs_address,
-                     "use_node_id_as_ip": True,
+                     "use_node_id_as_ip": True, **({"capacity_file": capacity_file} if capacity_file else {}),
                      "disable_node_updaters": True, "disable_launch_config_check": True},
         "auth": {"ssh_user": "ray"}, "head_node_type": HEAD_TYPE, "available_node_types": types,
         "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
@@ -171,6 +247,29 @@ class LocalCluster:
                 counts[n["type"]] = counts.get(n["type"], 0) + 1
         return counts
 
+    @property
+    def capacity_file(self) -> str:
+        """Where this cluster's provider reads capacity holds (:func:`hold_capacity`)."""
+        return self.state.get("capacity_file") or os.path.join(self.state["temp_dir"], "capacity.json")
+
+    def preempt(self, node_id: str, gap_s: float | None = 0, gap_types=None) -> dict:
+        """A spot preemption: kill worker node ``node_id`` (:meth:`kill_node`) and hold the capacity of its type (and
+        of ``gap_types``) for ``gap_s`` seconds (None: until :meth:`restore_capacity`; 0: no hold, the autoscaler
+        replaces the node as soon as it notices the loss). Returns what happened (time, node, type, held types)."""
+        node_type = next((n["type"] for n in self.nodes() if n["node_id"] == node_id), None)
+        if node_type is None or node_type == "head":
+            raise ValueError(f"{node_id} is not an alive worker node of this cluster")
+        held = sorted({node_type, *(gap_types or ())}) if gap_s != 0 else []
+        if held:  # before the kill: the autoscaler may notice the loss at once
+            hold_capacity(self.capacity_file, held, gap_s, reason=f"{node_type} node {node_id[:8]} preempted")
+        t = time.time()
+        pids = self.kill_node(node_id)
+        return {"time": t, "node": node_id, "type": node_type, "held": held, "gap_s": gap_s, "pids": len(pids)}
+
+    def restore_capacity(self, node_types=None) -> None:
+        """Launches of ``node_types`` (all when None) succeed again from the autoscaler's next update."""
+        restore_capacity(self.capacity_file, node_types)
+
     def kill_node(self, node_id: str) -> list[int]:
         """A spot preemption: SIGKILL the raylet of worker node ``node_id`` (of this cluster) and everything under it
         (its workers and agents). Returns the process ids killed."""
@@ -183,10 +282,11 @@ class LocalCluster:
         procs_mod.stop(pids, signal.SIGKILL, timeout=5)
         return pids
 
-    def down(self) -> int:
-        """Stop every process of this cluster (SIGTERM, then SIGKILL after 15 s); returns how many."""
+    def down(self, grace_s: float = 15) -> int:
+        """Stop every process of this cluster (SIGTERM, then SIGKILL after ``grace_s``); returns how many. A test
+        cluster, whose state is thrown away, may use a short grace."""
         pids = self.pids()
-        procs_mod.stop(pids)
+        procs_mod.stop(pids, timeout=grace_s)
         shutil.rmtree(self.state["temp_dir"], ignore_errors=True)
         return len(pids)
 
@@ -204,7 +304,8 @@ def up(state_dir: str | Path = STATE_DIR, *, aws_yaml: str | Path = AWS_YAML, id
     temp_dir = tempfile.mkdtemp(prefix="mujo-lc-", dir="/tmp")
     gcs, dashboard, client = procs_mod.free_ports(3)
     gcs_address = f"127.0.0.1:{gcs}"
-    cfg = generate(aws_yaml, gcs_address, idle_timeout_minutes)
+    capacity_file = os.path.join(temp_dir, "capacity.json")
+    cfg = generate(aws_yaml, gcs_address, idle_timeout_minutes, capacity_file=capacity_file)
     config_path = str(state_dir / "autoscaling.yaml")
     Path(config_path).write_text(yaml.safe_dump(cfg, sort_keys=False))
     head = cfg["available_node_types"][HEAD_TYPE]["resources"]
@@ -228,7 +329,8 @@ def up(state_dir: str | Path = STATE_DIR, *, aws_yaml: str | Path = AWS_YAML, id
            "--dashboard-agent-listen-port", str(agent_listen), "--dashboard-agent-grpc-port", str(agent_grpc),
            "--metrics-export-port", str(metrics), "--runtime-env-agent-port", str(runtime_env)]
     cluster = LocalCluster({"temp_dir": temp_dir, "address": f"http://127.0.0.1:{dashboard}",
-                            "gcs_address": gcs_address, "config": config_path, "started": time.time()})
+                            "gcs_address": gcs_address, "config": config_path, "capacity_file": capacity_file,
+                            "started": time.time()})
     (state_dir / "state.json").write_text(json.dumps(cluster.state, indent=1))
     try:
         subprocess.run(cmd, env=run_env, check=True, capture_output=True, text=True, timeout=timeout)
@@ -265,7 +367,11 @@ def down(state_dir: str | Path = STATE_DIR) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=["up", "down", "status", "config"])
+    ap.add_argument("command", choices=["up", "down", "status", "config", "preempt", "restore"])
+    ap.add_argument("node_id", nargs="?", help="preempt: the worker node to kill (ids: `status`)")
+    ap.add_argument("--gap-s", type=float, default=0,
+                    help="preempt: refuse launches of the node's type for this many seconds (-1: until `restore`)")
+    ap.add_argument("--gap-types", default="", help="preempt: more node types to hold, comma-separated")
     ap.add_argument("--state-dir", default=str(STATE_DIR))
     ap.add_argument("--aws-yaml", default=str(AWS_YAML))
     ap.add_argument("--idle-timeout-minutes", type=float, default=None,
@@ -283,7 +389,17 @@ def main(argv: list[str] | None = None) -> None:
               f"  RAY_AUTH_MODE=disabled ray status --address {c.gcs_address}\n  make cluster-down")
     elif args.command == "status":
         c = LocalCluster.load(args.state_dir)
-        print(json.dumps({"address": c.address, "workers_by_type": c.counts(), "processes": len(c.pids())}))
+        print(json.dumps({"address": c.address, "workers_by_type": c.counts(), "processes": len(c.pids()),
+                          "workers": [n for n in c.nodes() if n["type"] != "head"]}))
+    elif args.command == "preempt":
+        if not args.node_id:
+            raise SystemExit("preempt needs a node id (see `status`)")
+        c = LocalCluster.load(args.state_dir)
+        gap = None if args.gap_s < 0 else args.gap_s
+        print(json.dumps(c.preempt(args.node_id, gap, [t for t in args.gap_types.split(",") if t])))
+    elif args.command == "restore":
+        LocalCluster.load(args.state_dir).restore_capacity()
+        print("capacity restored: launches of every node type succeed again")
     else:
         print(f"stopped {down(args.state_dir)} process(es) of the local cluster")
 

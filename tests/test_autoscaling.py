@@ -11,6 +11,7 @@ nodes are gone, training time lost to the preemption) that docs/cluster.md quote
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -24,6 +25,7 @@ import yaml
 
 from mujo import capacity, storage
 from mujo.config import ConfigError, load_config
+from mujo.train.trainer import lr_lambda
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "cluster"))
@@ -33,20 +35,24 @@ from ray.autoscaler._private.fake_multi_node.node_provider import FakeMultiNodeP
 
 AWS = yaml.safe_load((ROOT / "cluster" / "aws.yaml").read_text())
 IDLE_MINUTES = 0.25  # 15 s instead of aws.yaml's 10 minutes
+GPU_TYPES = ("gpu_ondemand", "gpu_spot")  # held after the preemption: no GPU node of either kind until restored
+EPOCHS, CHECKPOINT_EVERY, GLOBAL_BATCH = 14, 3, 16  # 3 steps an epoch (the ~50 train windows // 16)
 
-# the main job, small: 4 activities, ten short pretraining epochs of an elastic group of 1-2 "GPU" workers, one
-# fan-out trial
+# the main job, small: 4 activities, short pretraining epochs of an elastic group of 1-2 "GPU" workers, one fan-out
+# trial
 JOB = [
     "run_name=autoscale", "generate.clips_per_task=8",
     "generate.datasets=[{name: synthfit, activities: [squats, bicep_curls, jumping_jacks, pushups], "
     "subjects: {train: 3, val: 1, test: 1}, clip_seconds: [8, 10]}]",
     "model.embed_dim=32", "model.proj_hidden=32", "model.text_hidden=32", "model.video_hidden=32",
-    "pretrain.dataset=synthfit", "pretrain.batch_size=8", "pretrain.epochs=10", "pretrain.warmup_steps=1",
-    "pretrain.checkpoint_every_steps=3", "pretrain.report_every_steps=3", "pretrain.num_workers=[1, 2]",
+    "pretrain.dataset=synthfit", "pretrain.batch_size=8", f"pretrain.epochs={EPOCHS}", "pretrain.warmup_steps=1",
+    f"pretrain.checkpoint_every_steps={CHECKPOINT_EVERY}", f"pretrain.report_every_steps={CHECKPOINT_EVERY}",
+    "pretrain.num_workers=[1, 2]",
     # a Train worker takes 32 of a "GPU" node's 48 CPUs: one worker per node, so a lost node is one lost worker (Ray
     # Train's elastic policy counts workers per node from resources alone, not from the placement strategy)
     "pretrain.cpus_per_worker=32", "pretrain.use_gpu=true", "pretrain.simulated_gpus=true",
-    "pretrain.resize_interval_s=5", "pretrain.max_failures=3",
+    # the group looks for room to grow every 2 s (Ray Train's coordinator refreshes its view of the nodes every 20 s)
+    "pretrain.resize_interval_s=2", "pretrain.max_failures=6",
     "pretrain.fewshot_shots=0",
     # the fan-out on CPU nodes (its sizing would give trials a share of the declared, simulated GPUs)
     "evaluate.cpus_per_trial=1", "evaluate.gpus_per_trial=0",
@@ -54,6 +60,9 @@ JOB = [
     "evaluate.seeds=1", "evaluate.max_epochs=1", "evaluate.patience=1", "evaluate.zero_shot=false",
     "predict.after_main=false",
 ]
+# after a lost node Ray Train first tries the old size again (its view of the nodes is up to 20 s old) and waits
+# this long for the placement group before it tries a size that fits (default 60 s)
+JOB_ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "15"}
 
 
 # ---- the generated cluster and the capacity check: no Ray ----------------------------------------------------------
@@ -138,7 +147,11 @@ def autoscaling():
     try:
         yield cluster
     finally:
-        cluster.down()
+        keep = os.environ.get("MUJO_KEEP_TEST_RUNS")  # a folder: the autoscaler's log goes there
+        if keep:
+            for log in Path(cluster.state["temp_dir"]).glob("session_latest/logs/monitor.*"):
+                shutil.copy(log, Path(keep) / log.name)
+        cluster.down(grace_s=3)  # its state is thrown away: no need to wait for a clean Ray shutdown
         shutil.rmtree(state, ignore_errors=True)
 
 
@@ -146,7 +159,8 @@ def autoscaling():
 def run_root():
     root = tempfile.mkdtemp(prefix="mujo-as-runs-", dir="/tmp")
     yield root
-    shutil.rmtree(root, ignore_errors=True)
+    if not os.environ.get("MUJO_KEEP_TEST_RUNS"):  # set it to read a run's logs after the test
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _submit(cluster, overrides: list[str], root: str) -> str:
@@ -159,7 +173,7 @@ def _submit(cluster, overrides: list[str], root: str) -> str:
     runtime_env["py_modules"] = [str(ROOT / p) for p in runtime_env["py_modules"]]
     # several Ray instances share this machine: Ray's own state-API calls inside the job (Train's placement group
     # cleaner) must not guess which one is theirs
-    runtime_env["env_vars"] = {"RAY_ADDRESS": cluster.gcs_address}
+    runtime_env["env_vars"] = {"RAY_ADDRESS": cluster.gcs_address, **JOB_ENV}
     sets = [a for o in overrides + [f"storage.root={root}"] for a in ("--set", o)]
     entry = ["python", "jobs/main.py", "--config", "jobs/configs/main.yaml", *sets]
     return JobSubmissionClient(cluster.address).submit_job(entrypoint=shlex.join(entry), runtime_env=runtime_env,
@@ -205,7 +219,13 @@ def test_unsatisfiable_request_fails_fast(autoscaling, run_root):
 
 @pytest.mark.ray
 @pytest.mark.cluster
-def test_main_job_scales_up_survives_a_preemption_and_scales_down(autoscaling, run_root):
+def test_main_job_scales_up_shrinks_and_grows_on_a_preemption_and_scales_down(autoscaling, run_root):
+    """The main job from a head with no worker resources: CPU and "GPU" nodes come for its stages; one of the two
+    GPU nodes of the elastic pretraining group is killed once a checkpoint is registered, with no GPU capacity to
+    replace it (a reclaimed spot pool, on-demand out of capacity), so the group shrinks to one worker and goes on
+    from that checkpoint; once the one-worker group has registered a checkpoint of its own the capacity returns,
+    the autoscaler launches a node and the group grows back to two from that checkpoint. The run ends at the right
+    step, every step exactly once, at the global batch of 16 whatever the group's size; idle nodes go away."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     client = JobSubmissionClient(autoscaling.address)
@@ -217,24 +237,30 @@ def test_main_job_scales_up_survives_a_preemption_and_scales_down(autoscaling, r
     t_submit = time.time()
     sid = _submit(autoscaling, JOB, root)
     killed: dict = {}
-    deadline = t_submit + 900
+    restored: dict = {}
+    deadline = t_submit + 600
     while client.get_job_status(sid) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
         assert time.time() < deadline, client.get_job_logs(sid)[-4000:]
-        if not killed and _reported_step(progress) >= 3:  # the checkpoint of step 3 is registered: preempt
-            nodes = {n["node_id"]: n["type"] for n in autoscaling.nodes()}
+        step = _reported_step(progress)
+        if not killed and step >= CHECKPOINT_EVERY:  # a checkpoint is registered: preempt if the full group runs
             workers = _train_worker_nodes(autoscaling)
-            if len(workers) == 2:  # the full group is running: preempt one of its nodes
-                victim = sorted(workers)[0]
-                autoscaling.kill_node(victim)
-                killed = {"time": time.time(), "node": victim, "type": nodes.get(victim)}
+            if len(workers) == 2:
+                killed = autoscaling.preempt(sorted(workers)[0], gap_s=None, gap_types=GPU_TYPES)
+                killed["step"] = step
+        elif killed and not restored and step >= killed["step"] + CHECKPOINT_EVERY:
+            # the one-worker group has registered a checkpoint of its own: the GPU capacity comes back
+            if len(_train_worker_nodes(autoscaling)) == 1:
+                autoscaling.restore_capacity()
+                restored = {"time": time.time(), "step": step}
         time.sleep(1)
     t_done = time.time()
+    autoscaling.restore_capacity()  # whatever happened
     logs = client.get_job_logs(sid)
     if client.get_job_status(sid) != JobStatus.SUCCEEDED:  # the console's tail, then the full log's (the traceback)
         full = "".join(p.read_text(errors="replace") for p in (Path(root) / "autoscale" / "logs").glob("main-*.log"))
         pytest.fail(f"the main job failed:\n{logs[-3000:]}\n--- full log, last lines:\n{full[-6000:]}")
-    while autoscaling.counts() and time.time() < t_done + 180:  # idle nodes go after the idle timeout
-        time.sleep(2)
+    while autoscaling.counts() and time.time() < t_done + 120:  # idle nodes go after the idle timeout
+        time.sleep(1)
     t_idle = time.time()
     counts.stopped.set()
     counts.join()
@@ -247,30 +273,54 @@ def test_main_job_scales_up_survives_a_preemption_and_scales_down(autoscaling, r
     for name, n in peak.items():
         assert n <= AWS["available_node_types"][name]["max_workers"]
 
-    # the preemption: the group restarted from its last checkpoint (on one worker when Ray Train's elastic policy saw
-    # room for one before the replacement node came, else on two), ran at the global batch of 16 whatever its size,
-    # and ended at the right step, every step exactly once in the history
-    assert killed, "the full group never ran with a checkpoint on disk: nothing was preempted"
+    # the group: 2 workers, 1 after the preemption (from the checkpoint registered before it), 2 again after the
+    # capacity came back (from the one-worker group's checkpoint); restarts at the same size may come in between
+    assert killed, "the full group never ran with a checkpoint registered: nothing was preempted"
+    assert restored, f"the group never ran on one worker with a checkpoint of its own: {_tail(root)}"
     model = Path(root) / "autoscale" / "pretrain" / "model"
     history = json.loads((model / "history.json").read_text())
     resizes = json.loads((model / "resizes.json").read_text())
+    sizes = [r["workers"] for r in resizes if r["event"] != "restart"]
+    assert sizes == [2, 1, 2], resizes
+    assert resizes[0]["event"] == "start" and resizes[0]["step"] == 0
+    shrink = next(r for r in resizes if r["event"] == "resize" and r["workers"] == 1)
+    grow = next(r for r in resizes if r["event"] == "resize" and r["workers"] == 2)
+    assert killed["time"] < shrink["time"] < restored["time"] < grow["time"], (killed, restored, resizes)
+    # resumed from checkpoints (every CHECKPOINT_EVERY steps): the one registered before the kill (nothing lost
+    # beyond the steps since it), and the one-worker group's own before the grow
+    assert shrink["step"] >= killed["step"] and shrink["step"] % CHECKPOINT_EVERY == 0, (killed, resizes)
+    assert grow["step"] >= shrink["step"] + CHECKPOINT_EVERY and grow["step"] % CHECKPOINT_EVERY == 0, resizes
+    assert all(r["per_worker_batch"] * r["workers"] == r["global_batch"] == GLOBAL_BATCH for r in resizes)
+
+    # every step exactly once, each made at the fixed global batch by the group that ran it, the run ended at the
+    # step a fixed group ends at (epochs x train_rows // global batch)
     manifest = storage.read_json(str(Path(root) / "autoscale" / "shards" / "synthfit" / "manifest.json"))
-    total = manifest["rows"]["train"] // 16 * 10  # global batch 8 x 2, 10 epochs
+    total = manifest["rows"]["train"] // GLOBAL_BATCH * EPOCHS
     assert [h["step"] for h in history] == list(range(1, total + 1))
-    assert all(h["per_worker_batch"] * h["workers"] == 16 for h in history)
-    assert resizes[0]["event"] == "start" and resizes[0]["workers"] == 2, resizes
-    after = [r for r in resizes if r["time"] > killed["time"]]
-    assert after and after[0]["event"] in ("resize", "restart"), resizes
-    resumed = after[0]
-    assert resumed["step"] > 0 and resumed["step"] % 3 == 0  # from a checkpoint (every 3 steps)
-    assert all(r["per_worker_batch"] * r["workers"] == r["global_batch"] == 16 for r in resizes)
-    sizes = [r["workers"] for r in resizes]
+    assert all(h["per_worker_batch"] * h["workers"] == GLOBAL_BATCH for h in history)
+    by_size = {w: [h["step"] for h in history if h["workers"] == w] for w in (1, 2)}
+    assert by_size[1] == list(range(shrink["step"] + 1, grow["step"] + 1)), by_size
+    assert by_size[2] == list(range(1, shrink["step"] + 1)) + list(range(grow["step"] + 1, total + 1)), by_size
+    # the same schedule as a run that never resized: each step's learning rate is the schedule's at that step (the
+    # optimiser and scheduler states came through both restarts; the step count does not depend on the group)
+    cfg = load_config(ROOT / "jobs" / "configs" / "main.yaml", JOB)
+    schedule_at = lr_lambda(cfg.pretrain.warmup_steps, total)
+    assert [h["lr"] for h in history] == pytest.approx([cfg.pretrain.lr * schedule_at(s) for s in range(1, total + 1)],
+                                                       rel=1e-9, abs=1e-15)
     assert (Path(root) / "autoscale" / "results" / "synthfit" / "results.md").exists()
 
     first_node = counts.first(lambda c: sum(c.values()) > 0)
-    lost = resumed["time"] - killed["time"]
+    steps_at = {w: len(v) for w, v in by_size.items()}
     print(f"\nautoscaling figures: first worker node {first_node - t_submit:.0f} s after submission; job wall time "
           f"{t_done - t_submit:.0f} s; idle nodes gone {t_idle - t_done:.0f} s after the job "
-          f"(idle timeout {IDLE_MINUTES * 60:.0f} s); preemption of a {killed['type']} node: training resumed "
-          f"from step {resumed['step']} on {resumed['workers']} worker(s) {lost:.0f} s after the kill; group "
-          f"(re)starts {[(r['event'], r['workers'], r['step']) for r in resizes]}; peak nodes {peak}")
+          f"(idle timeout {IDLE_MINUTES * 60:.0f} s); preemption of a {killed['type']} node at step {killed['step']}: "
+          f"shrank to 1 worker from step {shrink['step']} {shrink['time'] - killed['time']:.0f} s after the kill; "
+          f"capacity back {restored['time'] - killed['time']:.0f} s after the kill; grew to 2 workers from step "
+          f"{grow['step']} {grow['time'] - restored['time']:.0f} s after the capacity came back; steps run at 2/1/2 "
+          f"workers: {shrink['step']}/{steps_at[1]}/{total - grow['step']} (of {total}); group (re)starts "
+          f"{[(r['event'], r['workers'], r['step']) for r in resizes]}; peak nodes {peak}")
+
+
+def _tail(root: str) -> str:
+    full = "".join(p.read_text(errors="replace") for p in (Path(root) / "autoscale" / "logs").glob("main-*.log"))
+    return full[-4000:]
