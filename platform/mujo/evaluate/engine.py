@@ -9,8 +9,8 @@ seeds could share. This module trains a *group* of seeds at once, each seed exac
   batch order (a generator seeded with the seed, as today) and dropout: the masks are drawn from a per-seed
   generator seeded with the seed, in the order and shape the modules draw them when the seed trains alone (on CPU
   the same numbers ``nn.Dropout`` draws after ``torch.manual_seed(seed)``);
-- its own class weights, AdamW state (elementwise, so stacking seeds changes nothing), early stopping and
-  best-validation weights; a seed that stops leaves the group, the rest go on.
+- its own class weights, AdamW state (:func:`mujo.optim.adamw`: elementwise, so stacking seeds changes nothing),
+  early stopping and best-validation weights; a seed that stops leaves the group, the rest go on.
 
 Two ways to run a group's forward and backward pass (``vectorize``): ``vmap`` stacks the seeds' parameters
 (``torch.func.stack_module_state`` + ``functional_call`` + ``vmap``: one batched kernel per layer for all seeds);
@@ -38,6 +38,7 @@ from torch import nn
 
 from mujo.evaluate.finetune import EarlyStopping, FinetuneConfig, FinetuneResult, Split, _split_tensors, class_weights
 from mujo.evaluate.metrics import macro_f1
+from mujo.optim import adamw
 
 __all__ = ["FEATURES", "FeatureHead", "choose_vectorize", "frozen_features", "train_seed_group"]
 
@@ -152,7 +153,7 @@ def _check_logits(out: torch.Tensor, rows: int, num_classes: int) -> None:
 
 def _rebuild_optimizer(old: torch.optim.Optimizer, params: list[torch.Tensor],
                        state: Mapping[int, dict], cfg: FinetuneConfig) -> torch.optim.Optimizer:
-    new = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    new = adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     for i, p in enumerate(params):
         if i in state:
             new.state[p] = state[i]
@@ -169,8 +170,7 @@ class _LoopGroup:
             m.to(device)
         self.cfg = cfg
         self.params = [[p for p in m.parameters() if p.requires_grad] for m in self.models]
-        self.optimizer = torch.optim.AdamW([p for ps in self.params for p in ps], lr=cfg.lr,
-                                           weight_decay=cfg.weight_decay)
+        self.optimizer = adamw([p for ps in self.params for p in ps], lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.active = list(range(len(self.models)))
 
     def losses(self, batches: Sequence[Mapping[str, torch.Tensor]], targets: Sequence[torch.Tensor],
@@ -233,8 +233,7 @@ class _VmapGroup:
         self.base.to("meta")
         self.functional_call = functional_call
         self.state_keys = list(self.models[0].state_dict())  # persistent state only (not non-persistent buffers)
-        self.optimizer = torch.optim.AdamW([self.params[n] for n in self.trainable], lr=cfg.lr,
-                                           weight_decay=cfg.weight_decay)
+        self.optimizer = adamw([self.params[n] for n in self.trainable], lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.active = list(range(len(self.models)))
 
     def _call(self, params: dict, buffers: dict, x: Mapping[str, torch.Tensor]) -> torch.Tensor:

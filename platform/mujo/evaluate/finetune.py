@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from mujo.evaluate.metrics import macro_f1
+from mujo.optim import adamw
 
 __all__ = [
     "EarlyStopping",
@@ -256,7 +257,7 @@ def train_classifier(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters")
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     weight = torch.as_tensor(class_weights(train_y.numpy(), num_classes), dtype=torch.float32, device=device)
     loss_fn = nn.CrossEntropyLoss(weight=weight)
     val_true = val_y.numpy()

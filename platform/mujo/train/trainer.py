@@ -41,6 +41,7 @@ from mujo.data.realism import SensorRealism
 from mujo.losses import MuJoLoss, PeakMemory, clamp_logit_scale_, grad_cache_step
 from mujo.evaluate.metrics import fewshot_macro_f1, retrieval_recall_at_k
 from mujo.models.mujo import MuJoModel, build_model
+from mujo.optim import adamw
 from mujo.schema import FS, MASK_COLUMNS, TENSOR_MODALITY_COLUMN
 from mujo.train.gpu import gpu_metrics
 from mujo.train.schedule import Cadence
@@ -264,7 +265,7 @@ class Trainer:
         self.cadence = Cadence.of(pc, train_rows)
         self.model: MuJoModel = build_model(cfg.model, stats, seed=pc.seed).to(self.device)  # the same on every rank
         self.net = wrap(self.model) if wrap is not None and world > 1 else self.model
-        self.optimizer = torch.optim.AdamW(self.model.param_groups(pc.weight_decay), lr=pc.lr)
+        self.optimizer = adamw(self.model.param_groups(pc.weight_decay), lr=pc.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
                                                            lr_lambda(pc.warmup_steps, self.cadence.total_steps))
         self.loss_fn = build_loss(cfg)
