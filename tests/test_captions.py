@@ -153,3 +153,22 @@ def test_old_shards_without_captions_still_read_and_future_versions_are_refused(
     pq.write_table(table.drop_columns(["caption_key"]), half)
     with pytest.raises(Exception, match="half.parquet.*caption_key"):
         check_shards([half])
+
+
+def test_captions_beyond_k_are_counted_not_kept_silently():
+    from mujo.pipelines.preprocess.window import add_captions
+    from mujo.schema import batch_to_table, empty_batch
+
+    fmt = SampleFormat(video_dim=8, text_dim=16, captions=2)
+    batch = empty_batch(3, fmt)
+    batch["sample_id"][:] = ["c-w0000", "c-w0001", "c-w0002"]
+    batch["has_text"][:] = True
+    dropped = add_captions(batch, "A person walks.", ["a person walks", "someone walking", "a walk", "strolling"], 2)
+    assert dropped == 2 and batch["caption_count"].tolist() == [2, 2, 2]
+    assert list(batch["captions"][0]) == ["person walks", "someone walking"]
+    assert len(set(batch["caption_key"].tolist())) == 3  # one key per window
+    table = batch_to_table({**batch, "text": np.array(["person walks"] * 3, dtype=object)}, fmt)
+    assert table.schema.field("caption_emb").type.shape == [2, 16]
+    silent = empty_batch(2, fmt)  # a clip without text keeps no caption: every one is counted
+    silent["sample_id"][:] = ["d-w0000", "d-w0001"]
+    assert add_captions(silent, "", ["a person walks"], 2) == 1 and silent["caption_count"].tolist() == [0, 0]
