@@ -425,19 +425,29 @@ def test_ingest_job_entrypoint(tmp_path: Path) -> None:
     write_byod_csv(tmp_path)
     card = write_card(tmp_path / "card.yaml", byod_csv_card())
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONPATH")}
-    run = subprocess.run([sys.executable, str(ROOT / "jobs" / "ingest.py"), "--card", str(card), "--out",
-                          str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=120)
+    job = [sys.executable, str(ROOT / "jobs" / "ingest.py")]
+    # the three runs side by side (each spends its time importing, on one core); the refused ones get their own --out
+    runs = [["--card", str(card), "--out", str(tmp_path / "run")],
+            ["--dataset", "mhealth", "--source", str(tmp_path), "--out", str(tmp_path / "bad-option"), "--option",
+             "include_nul=true"],
+            ["--card", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "bad-card")]]
+    procs = [subprocess.Popen(job + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for args in runs]
+    try:
+        outputs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    run, bad_option, bad_card = (subprocess.CompletedProcess(p.args, p.returncode, *out)
+                                 for p, out in zip(procs, outputs))
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout)
     assert summary["name"] == "wrist_study" and summary["clips"] == 3
     assert (tmp_path / "run" / "raw" / "wrist_study" / "dataset.json").exists()
-    bad = subprocess.run([sys.executable, str(ROOT / "jobs" / "ingest.py"), "--dataset", "mhealth", "--source",
-                          str(tmp_path), "--out", str(tmp_path / "run"), "--option", "include_nul=true"],
-                         capture_output=True, text=True, env=env, timeout=120)
-    assert bad.returncode == 2 and "unknown option" in bad.stderr
-    bad = subprocess.run([sys.executable, str(ROOT / "jobs" / "ingest.py"), "--card", str(tmp_path / "nope.yaml"),
-                          "--out", str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=120)
-    assert bad.returncode == 2 and "nope.yaml" in bad.stderr
+    assert bad_option.returncode == 2 and "unknown option" in bad_option.stderr
+    assert bad_card.returncode == 2 and "nope.yaml" in bad_card.stderr
 
 
 def test_byod_adapter_has_no_options(tmp_path: Path) -> None:
