@@ -62,8 +62,9 @@ def check_elastic(batch_size: int, lo: int, hi: int, max_failures: int) -> None:
             f"worker must take an equal share (the loss gathers equal local batches); use a batch_size that is a "
             f"multiple of {step} (e.g. {fix}) or another worker range")
     if max_failures < 1:
-        raise ValueError(f"pretrain.num_workers [{lo}, {hi}] is elastic: the group resizes by restarting from the "
-                         "latest checkpoint, which Ray Train counts as a failure; set pretrain.max_failures >= 1")
+        raise ValueError(f"pretrain.num_workers [{lo}, {hi}] is elastic: a lost worker restarts the group (smaller if "
+                         "need be) from the latest checkpoint, which Ray Train counts as a failure (growing back does "
+                         "not); set pretrain.max_failures >= 1")
 
 
 def global_batch(pc) -> int:
