@@ -126,6 +126,33 @@ def test_requests_no_node_type_can_meet_are_named(tmp_path, monkeypatch):
         capacity.check_pretrain(cfg.pretrain)
 
 
+def test_capacity_holds_refuse_launches_until_they_end_or_are_restored(tmp_path, monkeypatch):
+    """The spot-capacity knob: a held node type is refused by the provider (as a cloud without capacity refuses a
+    launch) until the hold's seconds are over or the capacity is restored; other types launch as usual."""
+    from ray.autoscaler.node_launch_exception import NodeLaunchException
+    from ray.autoscaler.tags import TAG_RAY_USER_NODE_TYPE
+
+    path = tmp_path / "capacity.json"
+    assert local_autoscaler.capacity_refusal(path, "gpu_spot") is None  # no file: no hold
+    local_autoscaler.hold_capacity(path, ["gpu_spot"], 60, reason="preempted", now=1000.0)
+    local_autoscaler.hold_capacity(path, ["gpu_ondemand"], None, reason="no on-demand capacity")
+    assert local_autoscaler.capacity_refusal(path, "gpu_spot", now=1010.0) == \
+        "no gpu_spot capacity for 50 s more (preempted)"
+    assert local_autoscaler.capacity_refusal(path, "gpu_spot", now=1060.0) is None  # the gap is over
+    assert "until restored" in local_autoscaler.capacity_refusal(path, "gpu_ondemand")
+    assert local_autoscaler.capacity_refusal(path, "cpu_worker") is None
+
+    monkeypatch.setenv("RAY_FAKE_CLUSTER", "1")  # the fake provider refuses to exist without it
+    provider = local_autoscaler.LocalNodeProvider({"capacity_file": str(path)}, "test")
+    with pytest.raises(NodeLaunchException, match="no gpu_ondemand capacity until restored") as err:
+        provider.create_node_with_resources_and_labels({}, {TAG_RAY_USER_NODE_TYPE: "gpu_ondemand"}, 1,
+                                                       {"CPU": 48, "GPU": 4}, {})
+    assert err.value.category == "InsufficientCapacity"  # what the autoscaler's availability report shows
+    local_autoscaler.restore_capacity(path, ["gpu_ondemand"])
+    assert local_autoscaler.capacity_refusal(path, "gpu_ondemand") is None
+    assert local_autoscaler.generate(capacity_file=str(path))["provider"]["capacity_file"] == str(path)
+
+
 # ---- the local autoscaling cluster -------------------------------------------------------------------------------
 
 class NodeCounts(threading.Thread):
