@@ -18,13 +18,16 @@ Ray overhead: flattering for today's path, which pays Ray's per-epoch report, ~1
   depend on its group) ``--loop-seeds`` seeds are run and their CPU time scaled to ``--seeds`` (stated); every
   other cell runs all its seeds. The epoch count of every seed run is recorded.
 - **today**: the fan-out trial's functions without Ray (``build_classifier`` + ``train_classifier``, batch 64,
-  validation every epoch through the whole classifier) on seed 0 of every cell, for ``--today-epochs`` epochs; its
-  CPU time per epoch (the median of the epochs after the first) and per trial (building, test) is multiplied by
-  the epoch counts the engine measured: the engine trains every seed exactly as today's path does
+  validation every epoch through the whole classifier) as the issue measured them (``--today as-filed``, the
+  default: the encoders' layers as written and torch's default AdamW; ``current``: with the faster encoders and the
+  fused AdamW, what ``evaluate.engine: per_seed`` runs now) on seed 0 of every cell, for ``--today-epochs``
+  epochs; its CPU time per epoch (the median of the epochs after the first) and per trial (building, test) is
+  multiplied by the epoch counts the engine measured: the engine trains every seed exactly as today's path does
   (tests/test_engine.py), so those are today's epoch counts too.
 - **floor**: the protocol's necessary work at the best speed measured here: per seed and epoch, its training steps
-  (forward, backward, AdamW on one batch of each size the epoch has) and one validation pass without autograd, each
-  the minimum over repeats of the single-model form and the vmapped group form divided by its seeds; for frozen,
+  (forward, backward, fused AdamW on one batch of each size the epoch has) and one validation pass without
+  autograd, each the minimum over repeats of the single-model form and the vmapped group form divided by its
+  seeds; for frozen,
   the head alone on features plus computing the features once. No data gathering, masks or bookkeeping.
 
 The last line: ``evaluation speed-up: <x.x>x (goal >= 10)`` (today / engine). Figures: ``benchmarks/README.md``.
@@ -85,10 +88,27 @@ def prepare(workdir: str, pretrained: str | None) -> tuple[dict, str, int]:
 _STATE: dict = {}
 
 
-def _init(manifest_json: dict, pretrained: str) -> None:
+def _as_filed() -> None:
+    """Today's path as the issue measured it (before #16's work): the encoders' convolutions as written
+    (``reference_forward``, the layers the faster forms replaced) and torch's default (foreach) AdamW in
+    ``train_classifier``. The rest of ``train_classifier`` is as it was then (validation ran under ``no_grad``; now
+    ``inference_mode``, a difference within noise). Only this benchmark's "today" worker processes are changed."""
+    import functools
+
+    from mujo.evaluate import finetune
+    from mujo.models import encoders
+
+    for cls in (encoders.MMFitSensorEncoder, encoders.AccEncoder, encoders.PoseEncoder):
+        cls.forward = cls.reference_forward
+    finetune.adamw = functools.partial(finetune.adamw, fused=None)
+
+
+def _init(manifest_json: dict, pretrained: str, as_filed: bool = False) -> None:
     import torch
 
     torch.set_num_threads(1)
+    if as_filed:
+        _as_filed()
     from mujo.evaluate.data import load_arrays
     from mujo.models import load_pretrained
     from mujo.run import Manifest
@@ -203,7 +223,9 @@ def floor_cell(job: dict) -> dict:
         return min(out)
 
     single = models[0]
-    opt = torch.optim.AdamW([p for p in single.parameters() if p.requires_grad], lr=1e-4)
+    from mujo.optim import adamw
+
+    opt = adamw([p for p in single.parameters() if p.requires_grad], lr=1e-4)
 
     def step_single(b):
         single.train()
@@ -223,7 +245,7 @@ def floor_cell(job: dict) -> dict:
     trainable = [n for n, p in models[0].named_parameters() if p.requires_grad]
     params = {n: p.detach().requires_grad_(n in trainable) for n, p in params.items()}
     base = _classifiers(inputs, setting, [0])[0].to("meta")
-    gopt = torch.optim.AdamW([params[n] for n in trainable], lr=1e-4)
+    gopt = adamw([params[n] for n in trainable], lr=1e-4)
 
     def call(p, bu, x):
         return functional_call(base, {**p, **bu}, (x,))
@@ -255,7 +277,7 @@ def floor_cell(job: dict) -> dict:
 
 
 def run_pool(fn, jobs: list[dict], cpus: int, manifest: dict, pretrained: str,
-             keep: str | None = None) -> tuple[list[dict], float]:
+             keep: str | None = None, as_filed: bool = False) -> tuple[list[dict], float]:
     """``fn`` over ``jobs`` in ``cpus`` one-thread processes; with ``keep`` (a JSON file) the results of an earlier
     run with the same jobs are reused (a later phase failed), and new results are written there."""
     if keep and Path(keep).exists():
@@ -264,7 +286,7 @@ def run_pool(fn, jobs: list[dict], cpus: int, manifest: dict, pretrained: str,
             return saved["out"], saved["wall_s"]
     t0 = time.perf_counter()
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(cpus, initializer=_init, initargs=(manifest, pretrained)) as pool:
+    with ctx.Pool(cpus, initializer=_init, initargs=(manifest, pretrained, as_filed)) as pool:
         out = pool.map(fn, jobs, chunksize=1)
     wall = time.perf_counter() - t0
     if keep:
@@ -283,6 +305,9 @@ def main() -> None:
     p.add_argument("--max-epochs", type=int, default=200)
     p.add_argument("--patience", type=int, default=25)
     p.add_argument("--today-epochs", type=int, default=3)
+    p.add_argument("--today", choices=["as-filed", "current"], default="as-filed", help=(
+        "today's path as the issue measured it (the encoders' layers as written, default AdamW) or with this "
+        "session's encoders and optimiser (what a per-seed trial, evaluate.engine: per_seed, runs now)"))
     p.add_argument("--cpus", type=int, default=2)
     p.add_argument("--inputs", default="acc,video+pose+acc")
     p.add_argument("--json", default=None, help="write every figure here")
@@ -327,7 +352,8 @@ def main() -> None:
     seed_epochs = {k: (v if len(v) == args.seeds else [statistics.fmean(v)] * args.seeds) for k, v in epochs.items()}
 
     today_jobs = [{"inputs": i, "setting": s, "fraction": f, "epochs": args.today_epochs} for i, s, f in cells]
-    today, _ = run_pool(today_cell, today_jobs, args.cpus, manifest, pretrained, phase("today"))
+    today, _ = run_pool(today_cell, today_jobs, args.cpus, manifest, pretrained, phase(f"today-{args.today}"),
+                        as_filed=args.today == "as-filed")
     floor_jobs = [{"inputs": i, "setting": s, "fraction": f, "group": min(args.seeds_per_trial, 4)}
                   for i, s, f in cells]
     floor, _ = run_pool(floor_cell, floor_jobs, args.cpus, manifest, pretrained, phase("floor"))
@@ -362,7 +388,8 @@ def main() -> None:
     tc, ec, fc = (sum(r[k] for r in rows) for k in ("today_cpu_s", "engine_cpu_s", "floor_cpu_s"))
     seed_runs = len(cells) * args.seeds
     print(f"\nprotocol: {len(cells)} cells x {args.seeds} seeds = {seed_runs} seed runs, {args.max_epochs} epochs, "
-          f"patience {args.patience}; loop-mode cells measured on {args.loop_seeds} seed(s) and scaled")
+          f"patience {args.patience}; loop-mode cells measured on {args.loop_seeds} seed(s) and scaled; today: "
+          f"{args.today}")
     print(f"on {args.cpus} CPUs (CPU time / {args.cpus}): today {tc / args.cpus / 60:.1f} min, engine "
           f"{ec / args.cpus / 60:.1f} min, floor {fc / args.cpus / 60:.1f} min; engine reaches "
           f"{fc / ec:.2f} of the floor; today/floor {tc / fc:.1f}x")

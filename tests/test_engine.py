@@ -120,6 +120,24 @@ def test_seed_groups_and_the_engine_switch():
     assert seed_groups(EvaluateConfig(seeds=20, seeds_per_trial=10)) == [list(range(10)), list(range(10, 20))]
     assert seed_groups(EvaluateConfig(seeds=5, seeds_per_trial=2)) == [[0, 1], [2, 3], [4]]
     assert EvaluateConfig().engine == "grouped"
-    assert param_space(EvaluateConfig(seeds=5, seeds_per_trial=2))["seed_group"] == {"grid_search": [0, 1, 2]}
-    per_seed = param_space(EvaluateConfig(seeds=3, engine="per_seed"))
-    assert per_seed["seed"] == {"grid_search": [0, 1, 2]} and "seed_group" not in per_seed
+    cells = param_space(EvaluateConfig(seeds=5, seeds_per_trial=2, fractions=[0.1, 1.0]))["trial"]["grid_search"]
+    assert len(cells) == 2 * 3 * 2 * 3 and {c["seed_group"] for c in cells} == {0, 1, 2}
+    per_seed = param_space(EvaluateConfig(seeds=3, engine="per_seed"))["trial"]["grid_search"]
+    assert {c["seed"] for c in per_seed} == {0, 1, 2} and not any("seed_group" in c for c in per_seed)
+
+
+def test_trials_start_longest_expected_first():
+    """Tune starts pending trials in the grid's order: the few long cells (all modalities, all labels, encoders
+    training, full seed groups) first, frozen heads and small label fractions last."""
+    from mujo.tune.fanout import expected_cost, trial_cells
+
+    ecfg = EvaluateConfig(inputs=[["acc"], ["video", "pose", "acc"]], fractions=[0.01, 0.1, 1.0], seeds=15,
+                          seeds_per_trial=10, calibrations=["none", "unsupervised"])
+    cells = trial_cells(ecfg)
+    assert len(cells) == 2 * 3 * 3 * 2 * 2
+    costs = [expected_cost(c, ecfg) for c in cells]
+    assert costs == sorted(costs, reverse=True)
+    first = cells[0]
+    assert (first["inputs"], first["fraction"], first["seed_group"]) == ("video+pose+acc", 1.0, 0)
+    assert first["setting"] in ("baseline", "finetuned")
+    assert cells[-1]["setting"] == "frozen" and cells[-1]["inputs"] == "acc" and cells[-1]["seed_group"] == 1

@@ -50,6 +50,7 @@ def finetune_trial(config: dict[str, Any], data: dict, pretrained: str, evaluate
     from mujo.models import build_classifier
 
     ecfg = EvaluateConfig.model_validate(evaluate)
+    config = config["trial"]  # the cell (param_space)
     inputs = config["inputs"].split(INPUT_SEP)
     data = data[config["calibration"]]
     x_train, y_train = data["train"]
@@ -83,7 +84,8 @@ def seed_groups(ecfg: EvaluateConfig) -> list[list[int]]:
 
 def group_trial(config: dict[str, Any], data: dict, pretrained: str, evaluate: dict, num_classes: int,
                 keep: dict | None = None) -> None:
-    """One Tune trial of the grouped engine: the seeds of ``config["seed_group"]`` of one cell trained together.
+    """One Tune trial of the grouped engine: the seeds of ``config["trial"]["seed_group"]`` of one cell trained
+    together.
 
     Reports every epoch the group's summary and, at the end, ``seed_rows`` (JSON: one row per seed) with
     ``done``; with ``keep`` it saves the classifier of the group's best seed (by validation Macro F1, ties: the lower
@@ -93,6 +95,7 @@ def group_trial(config: dict[str, Any], data: dict, pretrained: str, evaluate: d
     from mujo.models import build_classifier
 
     ecfg = EvaluateConfig.model_validate(evaluate)
+    config = config["trial"]  # the cell (param_space)
     inputs, setting = config["inputs"].split(INPUT_SEP), config["setting"]
     seeds = seed_groups(ecfg)[int(config["seed_group"])]
     data = data[config["calibration"]]
@@ -170,33 +173,53 @@ def _error_line(error: BaseException | None) -> str:
     return (lines[-1] if lines else type(error).__name__)[:300]
 
 
+# Relative cost of one window through a modality's encoder + projection (forward and backward, measured on CPU:
+# benchmarks/README.md "Evaluation engine"): only used to order trials, so rough figures are enough.
+MODALITY_COST = {"pose": 4.0, "acc": 1.0, "video": 1.0, "text": 1.0}
+
+
+def expected_cost(cell: dict[str, Any], ecfg: EvaluateConfig) -> float:
+    """A trial's expected work, relative: seeds x modality cost x (training rows ~ 3 x fraction, forward and backward,
+    + one validation pass ~ 0.5 of the training split); a frozen setting trains only its head (x 0.1)."""
+    seeds = 1 if "seed" in cell else len(seed_groups(ecfg)[int(cell["seed_group"])])
+    per_window = sum(MODALITY_COST.get(m, 1.0) for m in cell["inputs"].split(INPUT_SEP))
+    return seeds * per_window * (0.1 if cell["setting"] == "frozen" else 1.0) * (3.0 * cell["fraction"] + 0.5)
+
+
+def trial_cells(ecfg: EvaluateConfig) -> list[dict[str, Any]]:
+    """Every trial's cell (inputs, setting, fraction, calibration and its seed or seed group), the longest expected
+    first: Tune starts pending trials in this order, so the few long trials (all modalities, full labels, encoders
+    training) do not start last and leave the cluster waiting on them (longest-processing-time-first packing)."""
+    seeds = ([{"seed": s} for s in range(ecfg.seeds)] if ecfg.engine == "per_seed"
+             else [{"seed_group": g} for g in range(len(seed_groups(ecfg)))])
+    cells = [{"inputs": input_key(i), "setting": setting, "fraction": fraction, **seed, "calibration": calibration}
+             for i in ecfg.inputs for setting in ecfg.settings for fraction in ecfg.fractions for seed in seeds
+             for calibration in ecfg.calibrations]
+    return sorted(cells, key=lambda c: -expected_cost(c, ecfg))  # stable: ties keep the config's order
+
+
 def param_space(ecfg: EvaluateConfig) -> dict:
+    """One grid over :func:`trial_cells` (``config["trial"]``): a grid per axis would start the trials in Tune's
+    order of the axes' names, the most expensive cells last."""
     from ray import tune
 
-    seeds = ({"seed": tune.grid_search(list(range(ecfg.seeds)))} if ecfg.engine == "per_seed"
-             else {"seed_group": tune.grid_search(list(range(len(seed_groups(ecfg)))))})
-    return {
-        "inputs": tune.grid_search([input_key(i) for i in ecfg.inputs]),
-        "setting": tune.grid_search(list(ecfg.settings)),
-        "fraction": tune.grid_search(list(ecfg.fractions)),
-        **seeds,
-        "calibration": tune.grid_search(list(ecfg.calibrations)),
-    }
+    return {"trial": tune.grid_search(trial_cells(ecfg))}
 
 
 def _rows_of(r: Any, ecfg: EvaluateConfig, dataset: str) -> list[TrialResult]:
     """The :class:`TrialResult` rows of one Tune result: one per seed (a failed group: each of its seeds failed)."""
     metrics = r.metrics or {}
     failed = r.error is not None or not metrics.get("done", False)
-    cell = {k: r.config[k] for k in ("inputs", "setting", "fraction", "calibration")}
+    config = r.config["trial"]
+    cell = {k: config[k] for k in ("inputs", "setting", "fraction", "calibration")}
     common = {"dataset": dataset, **cell, "error": _error_line(r.error), "trial_path": r.path}
-    if "seed" in r.config:  # per_seed engine
+    if "seed" in config:  # per_seed engine
         per_class = json.loads(metrics["per_class_f1"]) if metrics.get("per_class_f1") else None
-        return [TrialResult(seed=r.config["seed"], status="failed" if failed else "ok", **common,
+        return [TrialResult(seed=config["seed"], status="failed" if failed else "ok", **common,
                             per_class_f1=None if failed else per_class,
                             **{k: metrics.get(k) for k in ("test_macro_f1", "val_macro_f1", "best_epoch", "epoch",
                                                            "train_samples")})]
-    seeds = seed_groups(ecfg)[int(r.config["seed_group"])]
+    seeds = seed_groups(ecfg)[int(config["seed_group"])]
     if failed:
         return [TrialResult(seed=s, status="failed", **common) for s in seeds]
     return [TrialResult(status="ok", **common, **row) for row in json.loads(metrics["seed_rows"])]
