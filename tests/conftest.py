@@ -1,4 +1,5 @@
-"""Shared fixtures: a real S3-compatible server on loopback and one real local Ray instance per test session."""
+"""Shared fixtures: a real S3-compatible server on loopback, one real local Ray instance per test session, and one
+small preprocessed pretraining corpus shared by the Ray Train / Tune tests (search, fault tolerance)."""
 
 from __future__ import annotations
 
@@ -55,3 +56,26 @@ def ray_session(s3):
     ctx.enable_progress_bars = False
     yield ray
     ray.shutdown()
+
+
+# The small pretraining corpus of the search and fault-tolerance tests (4 activities, 4 train + 1 val subjects, 8-10 s
+# clips: 4-6 steps per epoch at 2 workers x batch 8). Generated and preprocessed once per session: both modules read
+# it, each writes its own runs elsewhere.
+MINI_CORPUS = [
+    "run_name=mini",
+    "generate.datasets=[{name: mini, activities: [squats, bicep_curls, jumping_jacks, walking], "
+    "subjects: {train: 4, val: 1}, clip_seconds: [8, 10]}]",
+]
+
+
+@pytest.fixture(scope="session")
+def mini_corpus(ray_session, tmp_path_factory):
+    """The ``mini`` dataset generated and windowed on the session's Ray; returns its Manifest (shards are read-only
+    for the tests: pretraining and the search only read them)."""
+    from mujo.config import load_config
+    from mujo.pipelines.generate import generate
+    from mujo.pipelines.preprocess import preprocess
+
+    cfg = load_config(None, MINI_CORPUS + [f"storage.root={tmp_path_factory.mktemp('mini-corpus')}"])
+    generate(cfg.generate, cfg.run_dir)
+    return preprocess({"mini": 512}, cfg.run_dir, cfg.preprocess)["mini"]

@@ -16,8 +16,6 @@ import torch
 from mujo import storage
 from mujo.config import load_config
 from mujo.models import load_pretrained
-from mujo.pipelines.generate import generate
-from mujo.pipelines.preprocess import preprocess
 from mujo.train.pretrain import STATE_FILE, pretrain
 
 pytestmark = [pytest.mark.ray]
@@ -27,7 +25,9 @@ CONFIG = [
     "generate.datasets=[{name: mini, activities: [squats, bicep_curls, jumping_jacks, walking], "
     "subjects: {train: 4, val: 1}, clip_seconds: [8, 10]}]",
     "model.embed_dim=32", "model.proj_hidden=32", "model.text_hidden=32", "model.video_hidden=32",
-    "pretrain.dataset=mini", "pretrain.batch_size=8", "pretrain.epochs=12", "pretrain.checkpoint_every_steps=4",
+    # 4 steps per epoch; the kill comes once the first checkpoint (step 4) is registered, usually within an epoch or
+    # two of it: 8 epochs leave the restarted group 20+ steps to finish (each epoch also costs Ray Data a listing)
+    "pretrain.dataset=mini", "pretrain.batch_size=8", "pretrain.epochs=8", "pretrain.checkpoint_every_steps=4",
     "pretrain.num_to_keep=100", "pretrain.max_failures=2", "pretrain.warmup_steps=2",
 ]
 
@@ -55,12 +55,11 @@ def checkpoint_dirs(root: str) -> list[str]:
     return sorted({os.path.dirname(p) for p in storage.list_files(root) if p.endswith(STATE_FILE)})
 
 
-def test_sigkill_worker_resumes_from_checkpoint(ray_session, tmp_path):
+def test_sigkill_worker_resumes_from_checkpoint(mini_corpus, tmp_path):
     cfg = load_config(None, CONFIG + [f"storage.root={tmp_path}"])
-    generate(cfg.generate, cfg.run_dir)
-    manifest = preprocess({"mini": 512}, cfg.run_dir, cfg.preprocess)["mini"]
+    manifest = mini_corpus  # the session's small corpus (tests/conftest.py), shared with the search tests
     steps_per_epoch = manifest.rows["train"] // (8 * 2)
-    total = steps_per_epoch * 12
+    total = steps_per_epoch * cfg.pretrain.epochs
     train_root = storage.join(cfg.run_dir, "train", "fault-pretrain")
 
     outcome: dict = {}
