@@ -239,36 +239,64 @@ def test_run_lock_refuses_a_second_writer(where, tmp_path, request):
 
 # 4 and 6. Impossible settings and bad input: one line, exit 2, before Ray --------------------------------------------
 
-@pytest.mark.parametrize("override,expected", [
+BAD_VALUES = [
     ("pretrain.lr=[1,", "not valid YAML"),
     ("pretrain.lr=.inf", "pretrain.lr: Input should be a finite number"),
     ("pretrain.num_workers=true", "pretrain.num_workers"),
     ("run_name=..", "run_name"),
-])
-def test_bad_values_are_one_line(override, expected, tmp_path):
-    line = one_line_error(job("jobs/pretrain.py", "--config", "jobs/configs/main.yaml", "--set", override,
-                              "--set", f"storage.root={tmp_path}", timeout=60))
+]
+
+
+@pytest.fixture(scope="module")
+def bad_value_jobs(tmp_path_factory) -> dict[str, subprocess.Popen]:
+    """The pretrain job on each bad value, all started at once (each spends its time importing, on one core): each
+    test below reads its own job's outcome."""
+    procs = {override: subprocess.Popen(
+        [PY, "jobs/pretrain.py", "--config", "jobs/configs/main.yaml", "--set", override,
+         "--set", f"storage.root={tmp_path_factory.mktemp('bad-value')}"],
+        cwd=ROOT, env=JOB_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for override, _ in BAD_VALUES}
+    yield procs
+    for proc in procs.values():  # a failed test must not leave a job running
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("override,expected", BAD_VALUES)
+def test_bad_values_are_one_line(override, expected, bad_value_jobs):
+    proc = bad_value_jobs[override]
+    stdout, stderr = proc.communicate(timeout=180)
+    line = one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
     assert expected in line
 
 
 def test_preprocess_refuses_bad_input_before_ray(tmp_path):
-    root = tmp_path / "runs"
-    args = ("jobs/preprocess.py", "--config", "jobs/configs/main.yaml", "--set", f"storage.root={root}",
-            "--set", "generate.datasets=[{name: hq}]")
-    proc = job(*args, timeout=90)
-    line = one_line_error(proc)
-    assert "no raw clip files" in line and str(root / "demo" / "raw" / "hq") in line and "jobs/ingest.py" in line
-    assert "starting a local Ray" not in proc.stderr
-    raw = root / "demo" / "raw" / "hq"
-    raw.mkdir(parents=True)
     import pyarrow.parquet as pq
 
+    # two run folders, the two jobs side by side: one without raw clips, one whose dataset.json is cut short
+    empty, broken = tmp_path / "empty", tmp_path / "broken"
+    raw = broken / "demo" / "raw" / "hq"
+    raw.mkdir(parents=True)
     pq.write_table(clips_to_table([_clip("a1")]), raw / "part-0.parquet")
     (raw / "dataset.json").write_text('{"labels": ["squats", ')
-    proc = job(*args, timeout=90)
-    line = one_line_error(proc)
+    procs = [subprocess.Popen([PY, "jobs/preprocess.py", "--config", "jobs/configs/main.yaml", "--set",
+                               f"storage.root={root}", "--set", "generate.datasets=[{name: hq}]"], cwd=ROOT,
+                              env=JOB_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for root in (empty, broken)]
+    try:
+        outputs = [p.communicate(timeout=120) for p in procs]
+        done = [subprocess.CompletedProcess(p.args, p.returncode, *out) for p, out in zip(procs, outputs)]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    line = one_line_error(done[0])
+    assert "no raw clip files" in line and str(empty / "demo" / "raw" / "hq") in line and "jobs/ingest.py" in line
+    assert "starting a local Ray" not in done[0].stderr
+    line = one_line_error(done[1])
     assert str(raw / "dataset.json") in line and "not valid JSON" in line
-    assert "starting a local Ray" not in proc.stderr
+    assert "starting a local Ray" not in done[1].stderr
 
 
 def test_batch_larger_than_the_data_is_refused_before_ray(tmp_path):
