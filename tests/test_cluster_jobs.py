@@ -1,6 +1,8 @@
 """Run it as users run it: a real two-node Ray cluster (`ray start --head`, `ray start --address`, each node with its
 own resources and temporary folder) and the stages submitted as Ray jobs, with the `ray job submit` CLI and with
-`JobSubmissionClient`: generate -> preprocess -> pretrain -> fan-out -> zero-shot, the artefacts checked in the local S3 server.
+`JobSubmissionClient`: generate -> preprocess -> pretrain -> fan-out -> zero-shot (and the model path), the
+artefacts checked in the local S3 server; beside it, in another run folder, issue 17's motion-corpus chain
+(ingest -> preprocess -> pretrain -> evaluate). Each job's run time is printed at the end (``pytest -s``).
 
 The test starts its own processes and stops exactly those (never `ray stop`, which would end every Ray process of
 the user on the machine, the test session's own Ray included).
@@ -15,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -95,12 +98,24 @@ def cluster(s3):
         address = f"http://127.0.0.1:{dashboard}"
         _wait_for_nodes(address, 2, env)
         yield {"address": address, "env": env, "temp_dirs": [head_tmp, worker_tmp]}
+        _print_job_times(address)
     except subprocess.CalledProcessError as exc:
         pytest.fail(f"ray start failed: {exc.stderr[-3000:]}")
     finally:
         _stop(_started_by([head_tmp, worker_tmp]))
         for d in (head_tmp, worker_tmp):
             shutil.rmtree(d, ignore_errors=True)
+
+
+def _print_job_times(address: str) -> None:
+    """Each job's run time, in submission order (where the module's time goes)."""
+    from ray.job_submission import JobSubmissionClient
+
+    jobs = sorted(JobSubmissionClient(address).list_jobs(), key=lambda j: j.start_time or 0)
+    t0 = jobs[0].start_time if jobs else 0
+    for j in jobs:
+        took = ((j.end_time or j.start_time) - j.start_time) / 1000 if j.start_time else 0.0
+        print(f"job {j.submission_id}: +{(j.start_time - t0) / 1000:6.1f} s, {took:6.1f} s, {j.status.value}")
 
 
 def _wait_for_nodes(address: str, count: int, env: dict, timeout: float = 120) -> None:
@@ -130,33 +145,16 @@ def _entrypoint(job: str, s3_root: str, config: str = "main", overrides: list[st
 
 
 def _cli_submit(cluster, job: str, s3_root: str, timeout: int = 480, config: str = "main",
-                overrides: list[str] | None = None, entrypoint: list[str] | None = None, wait: bool = True) -> str:
+                overrides: list[str] | None = None, entrypoint: list[str] | None = None, prefix: str = "") -> str:
     """`ray job submit --runtime-env jobs/runtime_env.yaml -- python jobs/<job>.py ...` (or ``entrypoint``), waiting
-    for the end (the CLI streams the job's logs; ``wait=False``: `--no-wait`, then :func:`_wait`); returns the
-    submission id."""
-    sid = f"mujo-{job}-{uuid.uuid4().hex[:8]}"
+    for the end (the CLI streams the job's logs); returns the submission id (``mujo-<prefix><job>-<random>``)."""
+    sid = f"mujo-{prefix}{job}-{uuid.uuid4().hex[:8]}"
     proc = subprocess.run([RAY, "job", "submit", "--address", cluster["address"], "--submission-id", sid,
-                           "--runtime-env", "jobs/runtime_env.yaml", *([] if wait else ["--no-wait"]), "--",
+                           "--runtime-env", "jobs/runtime_env.yaml", "--",
                            *(entrypoint or _entrypoint(job, s3_root, config, overrides))],
                           cwd=ROOT, env=cluster["env"], capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return sid
-
-
-def _wait(cluster, sids: dict[str, str], timeout: float = 480) -> None:
-    """Poll until every job of ``sids`` ({name: submission id}) has ended; fail naming the first that did not
-    succeed, with the end of its log."""
-    from ray.job_submission import JobSubmissionClient
-
-    client = JobSubmissionClient(cluster["address"])
-    deadline = time.time() + timeout
-    while not all(client.get_job_status(sid).is_terminal() for sid in sids.values()):
-        if time.time() > deadline:
-            pytest.fail(f"jobs still running after {timeout} s: {sids}")
-        time.sleep(1)
-    for job, sid in sids.items():
-        status, logs = _status(cluster, sid)
-        assert status == "SUCCEEDED", f"{job}: {status}\n{logs[-4000:]}"
 
 
 def _client_submit(cluster, job: str, s3_root: str, timeout: int = 480) -> str:
@@ -174,7 +172,7 @@ def _client_submit(cluster, job: str, s3_root: str, timeout: int = 480) -> str:
         if time.time() > deadline:
             client.stop_job(sid)
             pytest.fail(f"job {sid} still running after {timeout} s:\n{client.get_job_logs(sid)[-4000:]}")
-        time.sleep(2)
+        time.sleep(1)
     return sid
 
 
@@ -198,7 +196,8 @@ def test_bad_config_fails_before_cluster_work(cluster, s3_root):
     assert failed and str(failed[0].status.value) == "FAILED"
 
 
-def test_chain_on_two_nodes(cluster, s3_root):
+def test_chain_on_two_nodes(cluster, s3_root, corpus_chain):
+    """The main chain; the corpus chain (``corpus_chain``, another run folder) runs beside it on the same cluster."""
     run = f"{s3_root}/cluster-runs/cluster"
     sids = {"generate": _client_submit(cluster, "generate", s3_root),
             "preprocess": _cli_submit(cluster, "preprocess", s3_root)}
@@ -242,11 +241,16 @@ def test_chain_on_two_nodes(cluster, s3_root):
     from ray.util.state import list_actors, list_nodes
 
     assert sum(n.state == "ALIVE" for n in list_nodes(address=cluster["address"])) == 2
-    # pretraining really was multi-node: its two workers (SPREAD) ran on different nodes
+    # pretraining really was multi-node: its two workers (SPREAD) ran on different nodes (this job's workers: the
+    # corpus chain trains beside it)
+    client = JobSubmissionClient(cluster["address"])
+    job_id = client.get_job_info(sids["pretrain"]).job_id
     workers = [a for a in list_actors(address=cluster["address"], detail=True, limit=10_000)
-               if a.class_name.endswith("RayTrainWorker")]
-    assert len({a.node_id for a in workers}) == 2, [(a.class_name, a.node_id) for a in workers]
-    assert all(j.status.is_terminal() for j in JobSubmissionClient(cluster["address"]).list_jobs())
+               if a.class_name.endswith("RayTrainWorker") and a.job_id == job_id]
+    assert len({a.node_id for a in workers}) == 2, [(a.job_id, a.node_id) for a in workers]
+    # no job of this chain is left running (the corpus chain's are joined by its own test)
+    mine = [j for j in client.list_jobs() if not (j.submission_id or "").startswith(f"mujo-{CORPUS_JOB}")]
+    assert all(j.status.is_terminal() for j in mine)
 
 
 def test_every_other_job_on_its_shipped_config(cluster, s3_root, tmp_path):
@@ -276,39 +280,6 @@ def test_every_other_job_on_its_shipped_config(cluster, s3_root, tmp_path):
     assert storage.list_files(storage.join(run, "embeddings", "synthfit"), ".parquet")
 
 
-def test_no_secret_in_any_file(cluster, s3_root):
-    """After the whole chain (Tune fan-out included), no file of the cluster's temporary folders (Ray's logs, the
-    runtime-env agent's log among them), no file of the run on S3 and no job log holds a credential. Runs after
-    ``test_chain_on_two_nodes`` (same module cluster), which ran every stage with the fake credentials."""
-    secrets = [v.encode() for v in FAKE_SECRETS.values()]
-    leaks = []
-    scanned = 0
-    for top in cluster["temp_dirs"]:
-        for dirpath, _, files in os.walk(top):
-            for name in files:
-                path = os.path.join(dirpath, name)
-                try:
-                    with open(path, "rb") as f:
-                        data = f.read()
-                except OSError:
-                    continue
-                scanned += 1
-                leaks += [(path, s[:20]) for s in secrets if s in data]
-    run = f"{s3_root}/cluster-runs/cluster"
-    for uri in storage.list_files(run):
-        scanned += 1
-        data = storage.read_bytes(uri)
-        leaks += [(uri, s[:20]) for s in secrets if s in data]
-    from ray.job_submission import JobSubmissionClient
-
-    client = JobSubmissionClient(cluster["address"])
-    for j in client.list_jobs():
-        logs = client.get_job_logs(j.submission_id).encode()
-        leaks += [(f"job {j.submission_id}", s[:20]) for s in secrets if s in logs]
-    assert scanned > 100, scanned  # the chain ran and wrote logs
-    assert not leaks, leaks
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Motion corpora (issue 17): a HumanML3D-layout corpus and a BYO multimodal corpus through the jobs
 # ----------------------------------------------------------------------------------------------------------------
@@ -321,39 +292,78 @@ CORPUS_OVERRIDES = [  # the smallest data and model that still run every stage (
     "pretrain.dataset=mycorpus", "pretrain.num_workers=1", "pretrain.batch_size=8", "pretrain.epochs=2",
     "pretrain.warmup_steps=1", "pretrain.fewshot_shots=1",
 ]
+CORPUS_JOB = "corpus-"  # submission ids of the corpus chain start with mujo-corpus-
 
 
-def test_corpus_chain_as_jobs(cluster, s3_root, tmp_path):
-    """Issue 17's chain as a user runs it: a HumanML3D-layout corpus and a BYO multimodal corpus (video + pose +
-    several texts per clip) ingested by one submitted job (jobs/ingest.py twice), windowed by one preprocess job,
-    the BYO corpus pretrained on (Ray Train: its caption alternatives drawn per epoch), and the HumanML3D-layout
-    corpus evaluated with that model (jobs/evaluate.py: one fan-out cell and zero-shot, calibrated on the BYO
-    corpus). Fixture writers: tests/test_corpus_adapters.py."""
-    from test_corpus_adapters import MOTIONS, write_byo_corpus, write_humanml3d
+class CorpusChain(threading.Thread):
+    """Issue 17's chain as a user submits it, in a thread of the test process: ingest both corpora (one job,
+    jobs/ingest.py twice), one preprocess job for both, pretrain on the BYO corpus, evaluate the HumanML3D-layout
+    corpus with that model. Its jobs write their own run folder (``corpora``), so no run lock stands between them and
+    the main chain's: they share the cluster as two users' jobs would, and the module does not wait for them apart."""
 
+    def __init__(self, cluster, s3_root: str, root: Path) -> None:
+        super().__init__(name="corpus-chain", daemon=True)
+        self.cluster, self.s3_root, self.root = cluster, s3_root, root
+        self.run_uri = f"{s3_root}/cluster-runs/corpora"
+        self.sids: dict[str, str] = {}
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._chain()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test that joins the thread
+            self.error = exc
+
+    def _chain(self) -> None:
+        from test_corpus_adapters import MOTIONS, write_byo_corpus, write_humanml3d
+
+        run, root = self.run_uri, self.root
+        motions = dict(MOTIONS)  # val and test motions of known classes for the evaluation's splits
+        motions.update({f"00001{i}": (a, 4.0, 20 + i, s, [f"a person {w}#x#0.0#0.0"]) for i, (a, s, w) in enumerate(
+            [("walking", "val", "walks"), ("running", "val", "runs"), ("walking", "test", "walks"),
+             ("running", "test", "runs"), ("squats", "test", "squats")])})
+        write_humanml3d(root / "HumanML3D", motions)
+        card = write_byo_corpus(root / "corpus", {"train": 6, "val": 3})
+        ingest = ["sh", "-c", shlex.join(["python", "jobs/ingest.py", "--dataset", "humanml3d", "--source",
+                                           str(root / "HumanML3D"), "--out", run, "--option", "min_seconds=2.0"])
+                  + " && " + shlex.join(["python", "jobs/ingest.py", "--card", str(card), "--out", run])]
+        evaluate = CORPUS_OVERRIDES + [
+            f"evaluate.pretrained={run}/pretrain/model", "evaluate.dataset=humanml3d", "evaluate.inputs=[[acc]]",
+            "evaluate.settings=[frozen]", "evaluate.fractions=[1.0]", "evaluate.seeds=1", "evaluate.max_epochs=2",
+            "evaluate.patience=2", "evaluate.cpus_per_trial=0.5",
+            "evaluate.zero_shot_calibrations=[none, unsupervised]"]
+        for job, kwargs in (("ingest", {"entrypoint": ingest}), ("preprocess", {"overrides": CORPUS_OVERRIDES}),
+                            ("pretrain", {"overrides": CORPUS_OVERRIDES}),
+                            ("evaluate", {"config": "evaluate", "overrides": evaluate})):
+            self.sids[job] = _cli_submit(self.cluster, job, self.s3_root, prefix=CORPUS_JOB, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def corpus_chain(cluster, s3_root, tmp_path_factory):
+    """The corpus chain, started the first time a test asks for it (the main chain asks first, so both chains run
+    side by side); joined at the end of the module at the latest, so no job outlives it."""
+    chain = CorpusChain(cluster, s3_root, tmp_path_factory.mktemp("corpora"))
+    chain.start()
+    yield chain
+    chain.join(timeout=600)  # then the cluster's teardown ends whatever is left
+
+
+def test_corpus_chain_as_jobs(corpus_chain):
+    """Issue 17's chain by `ray job submit`: a HumanML3D-layout corpus and a BYO multimodal corpus (video + pose +
+    several texts per clip) ingested, windowed by one preprocess job, the BYO corpus pretrained on (Ray Train: its
+    caption alternatives drawn per epoch), the HumanML3D-layout corpus evaluated with that model (one fan-out cell and
+    zero-shot, calibrated on the BYO corpus). Fixture writers: tests/test_corpus_adapters.py."""
     from mujo.schema import check_shards, read_shard
 
-    run = f"{s3_root}/cluster-runs/corpora"
-    motions = dict(MOTIONS)  # val and test motions of known classes for the evaluation's splits
-    motions.update({f"00001{i}": (a, 4.0, 20 + i, s, [f"a person {w}#x#0.0#0.0"]) for i, (a, s, w) in enumerate(
-        [("walking", "val", "walks"), ("running", "val", "runs"), ("walking", "test", "walks"),
-         ("running", "test", "runs"), ("squats", "test", "squats")])})
-    write_humanml3d(tmp_path / "HumanML3D", motions)
-    card = write_byo_corpus(tmp_path / "corpus", {"train": 6, "val": 3})
-    ingest = ["sh", "-c", shlex.join(["python", "jobs/ingest.py", "--dataset", "humanml3d", "--source",
-                                       str(tmp_path / "HumanML3D"), "--out", run, "--option", "min_seconds=2.0"])
-              + " && " + shlex.join(["python", "jobs/ingest.py", "--card", str(card), "--out", run])]
-    sids = {"ingest": _cli_submit(cluster, "ingest", s3_root, entrypoint=ingest)}
-    sids["preprocess"] = _cli_submit(cluster, "preprocess", s3_root, overrides=CORPUS_OVERRIDES)
-    sids["pretrain"] = _cli_submit(cluster, "pretrain", s3_root, overrides=CORPUS_OVERRIDES)
-    evaluate = CORPUS_OVERRIDES + [
-        f"evaluate.pretrained={run}/pretrain/model", "evaluate.dataset=humanml3d", "evaluate.inputs=[[acc]]",
-        "evaluate.settings=[frozen]", "evaluate.fractions=[1.0]", "evaluate.seeds=1", "evaluate.max_epochs=2",
-        "evaluate.patience=2", "evaluate.cpus_per_trial=0.5", "evaluate.zero_shot_calibrations=[none, unsupervised]"]
-    sids["evaluate"] = _cli_submit(cluster, "evaluate", s3_root, config="evaluate", overrides=evaluate)
-    for job, sid in sids.items():
+    corpus_chain.join(timeout=1200)
+    assert not corpus_chain.is_alive(), f"the corpus chain is still running: {corpus_chain.sids}"
+    if corpus_chain.error is not None:
+        raise corpus_chain.error
+    cluster, run = corpus_chain.cluster, corpus_chain.run_uri
+    for job, sid in corpus_chain.sids.items():
         status, logs = _status(cluster, sid)
         assert status == "SUCCEEDED", f"{job}: {status}\n{logs[-4000:]}"
+    assert "starting a local Ray" not in _status(cluster, corpus_chain.sids["pretrain"])[1]
 
     hml = storage.read_json(storage.join(run, "raw", "humanml3d", "dataset.json"))
     byo = storage.read_json(storage.join(run, "raw", "mycorpus", "dataset.json"))
@@ -375,3 +385,37 @@ def test_corpus_chain_as_jobs(cluster, s3_root, tmp_path):
     assert "| acc | frozen |" in table, table
     zero_shot = storage.read_bytes(storage.join(results, "zeroshot.md")).decode()
     assert "| acc | none |" in zero_shot and "| acc | unsupervised |" in zero_shot, zero_shot
+
+
+def test_no_secret_in_any_file(cluster, s3_root):
+    """After the whole chain (Tune fan-out included), no file of the cluster's temporary folders (Ray's logs, the
+    runtime-env agent's log among them), no file of the runs on S3 and no job log holds a credential. Runs after
+    ``test_chain_on_two_nodes`` and ``test_corpus_chain_as_jobs`` (same module cluster), which ran every stage with
+    the fake credentials."""
+    secrets = [v.encode() for v in FAKE_SECRETS.values()]
+    leaks = []
+    scanned = 0
+    for top in cluster["temp_dirs"]:
+        for dirpath, _, files in os.walk(top):
+            for name in files:
+                path = os.path.join(dirpath, name)
+                try:
+                    with open(path, "rb") as f:
+                        data = f.read()
+                except OSError:
+                    continue
+                scanned += 1
+                leaks += [(path, s[:20]) for s in secrets if s in data]
+    for uri in storage.list_files(f"{s3_root}/cluster-runs"):  # both chains' runs
+        scanned += 1
+        data = storage.read_bytes(uri)
+        leaks += [(uri, s[:20]) for s in secrets if s in data]
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(cluster["address"])
+    for j in client.list_jobs():
+        logs = client.get_job_logs(j.submission_id).encode()
+        leaks += [(f"job {j.submission_id}", s[:20]) for s in secrets if s in logs]
+    assert scanned > 100, scanned  # the chain ran and wrote logs
+    assert not leaks, leaks
+
