@@ -2,22 +2,21 @@
 
 Fixtures are written from the published format (HumanML3D's README "Data Structure": ``new_joints/<id>.npy``
 (frames, 22, 3) metres y up at 20 fps, ``texts/<id>.txt`` lines ``caption#tokens#start#end``, ``train/val/test.txt``,
-``M<id>`` mirrored copies) from the platform's own motion generator, so the expected pose is known exactly. The last
-test runs a HumanML3D-layout corpus and a BYO corpus through ingest -> preprocess -> pretrain -> evaluate on the real
-local Ray.
+``M<id>`` mirrored copies) from the platform's own motion generator, so the expected pose is known exactly. The
+writers are shared: ``tests/test_cluster_jobs.py::test_corpus_chain_as_jobs`` runs a HumanML3D-layout corpus and a
+BYO corpus through ingest -> preprocess -> pretrain -> evaluate as jobs on a two-node cluster, and
+``tests/test_captions.py`` checks their caption alternatives in the shards and the per-epoch draw.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from mujo import storage
 from mujo.adapters import CardError, get_adapter, ingest
 from mujo.adapters.corpus import KIT21, SMPL22, keyword_class, prepare_pose, resample_pose
 from mujo.adapters.humanml3d import group_captions, parse_caption_line
@@ -297,57 +296,3 @@ def test_byo_corpus_card_to_raw_clips_and_its_errors(tmp_path):
         broken(lambda d: None, lambda r: r.update(activity="juggling"))
     with pytest.raises(CardError, match="'pose.joints'|joints must be one of"):
         broken(lambda d: d["pose"].update(joints="smpl24"))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The chain on the real local Ray
-# ----------------------------------------------------------------------------------------------------------------
-
-@pytest.mark.ray
-def test_corpora_through_ingest_preprocess_pretrain_evaluate(ray_session, tmp_path):
-    """A BYO multimodal corpus (video + pose + texts) is ingested, windowed and pretrained on (Ray Train); a
-    HumanML3D-layout corpus is ingested, windowed and evaluated zero-shot with the artefact, calibrated on the corpus.
-    (The same chain with the jobs, fan-out included, is in docs/corpora.md.)"""
-    from mujo.config import load_config
-    from mujo.evaluate import evaluate
-    from mujo.pipelines.preprocess import preprocess
-    from mujo.run import EvaluationPlan
-    from mujo.train.pretrain import pretrain
-
-    motions = dict(MOTIONS)
-    motions.update({f"00001{i}": (a, 4.0, 20 + i, s, [f"a person {w}#x#0.0#0.0"]) for i, (a, s, w) in enumerate(
-        [("walking", "val", "walks"), ("running", "val", "runs"), ("walking", "test", "walks"),
-         ("running", "test", "runs"), ("squats", "test", "squats")])})
-    write_humanml3d(tmp_path / "HumanML3D", motions)
-    card = write_byo_corpus(tmp_path / "corpus", {"train": 6, "val": 3})
-    cfg = load_config(None, [
-        f"storage.root={tmp_path / 'runs'}", "run_name=corpora", "pretrain.dataset=mycorpus",
-        "model.embed_dim=32", "model.proj_hidden=32", "model.text_hidden=32", "model.video_hidden=32",
-        f"model.video_dim={VIDEO_DIM}", "pretrain.max_failures=0", "pretrain.num_workers=1", "pretrain.batch_size=8",
-        "pretrain.epochs=1", "pretrain.warmup_steps=1",
-        "pretrain.fewshot_shots=1", "preprocess.trim_fraction=0.0",
-        "evaluate.dataset=humanml3d", "evaluate.inputs=[[acc], [pose]]",
-        "evaluate.calibrations=[none]", "evaluate.zero_shot_calibrations=[none, unsupervised]",
-        "preprocess.max_quarantine_share=0.5"])
-    hml = ingest("humanml3d", str(tmp_path / "HumanML3D"), cfg.run_dir, min_seconds=2.0)
-    byo = ingest(None, None, cfg.run_dir, card=str(card))
-    assert hml["clips"] == 11 and byo["clips"] == 9 and byo["modalities"] == {"pose": 9, "acc": 9}
-    t0 = time.time()
-    manifests = preprocess({"humanml3d": VIDEO_DIM, "mycorpus": VIDEO_DIM}, cfg.run_dir, cfg.preprocess,
-                           executor="local")  # the Ray Data path is tested elsewhere
-    corpus = manifests["mycorpus"]
-    print(f"preprocess {time.time() - t0:.1f} s")
-    assert corpus.video_dim == VIDEO_DIM and set(corpus.shards) == {"train", "val"}
-    t0 = time.time()
-    _, artefact = pretrain(cfg, corpus)
-    print(f"pretrain {time.time() - t0:.1f} s")
-    history = storage.read_json(storage.join(artefact, "history.json"))
-    assert history and np.isfinite(history[-1]["loss"])
-    # the evaluation, zero-shot part (in-process; the fan-out's Ray Tune trials on an ingested dataset are
-    # tests/test_evaluate_job.py's): the corpus is the calibration reference
-    t0 = time.time()
-    plan = EvaluationPlan.from_config(cfg, fanout=False)
-    out = evaluate(cfg, artefact, manifests["humanml3d"], reference=corpus, plan=plan)
-    print(f"evaluate {time.time() - t0:.1f} s")
-    assert out["zero_shot"] and not out["rows"]
-    assert "| acc | none |" in out["table"] and "| acc | unsupervised |" in out["table"] and "top-1" in out["table"]
