@@ -106,6 +106,10 @@ class PreprocessConfig(_Strict):
 
 class ModelConfig(_Strict):
     modalities: list[str] = Field(default_factory=lambda: list(MODALITIES))
+    # issue 17: caption alternatives in the shards (schema 1.1; docs/sample-format.md)
+    caption_alternatives: int = Field(4, ge=0, description=(
+        "most captions kept per window (the label text first, then a motion corpus' other descriptions) in a "
+        "dataset whose clips have alternatives; more are counted in the log, not kept. 0 or 1: text_emb only"))
     embed_dim: int = Field(1280, ge=8)
     proj_hidden: int = Field(1280, ge=8)
     proj_layers: int = Field(2, ge=1, le=4)
@@ -242,6 +246,10 @@ class PretrainConfig(_Strict):
     # ---- issue 20: elastic worker groups (mujo.train.elastic) ------------------------------------------------------
     # ``num_workers: [min, max]`` in YAML or --set is read as num_workers = max, min_workers = min (so every reader of
     # num_workers keeps an int: the schedule, the search's CPU sizing); the global batch is batch_size x max whatever
+    caption_sampling: Literal["first", "per_epoch"] = Field("per_epoch", description=(  # issue 17: text variety
+        "per_epoch: where the shards carry caption alternatives, each training window's text is one of them, drawn "
+        "per (seed, epoch, window); first: always the label text (text_emb). Validation and evaluation use the "
+        "label text either way"))
     # the current worker count.
     min_workers: int | None = Field(None, ge=1, description=(
         "elastic training: the fewest workers the group may shrink to (num_workers is then the most); set it by "
