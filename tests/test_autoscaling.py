@@ -40,9 +40,10 @@ AWS = yaml.safe_load((ROOT / "cluster" / "aws.yaml").read_text())
 IDLE_MINUTES = 0.25  # 15 s instead of aws.yaml's 10 minutes
 GPU_TYPES = ("gpu_ondemand", "gpu_spot")  # held after the preemption: no GPU node of either kind until restored
 # 3 steps an epoch (the ~55 train windows // 16): the kill comes at the first checkpoint (step 3), the one-worker
-# group's first checkpoint (step 6) brings the capacity back, and its remaining 15 steps leave the grow-back (a
-# launch, Ray Train's 20-s view of the nodes, a restart: 40 s on the loaded machine) room to happen
-EPOCHS, CHECKPOINT_EVERY, GLOBAL_BATCH = 7, 3, 16
+# group's first checkpoint (step 6) brings the capacity back, and its remaining 24 steps must outlast the grow-back
+# (a launch, Ray Train's 20-s view of the nodes, a restart: about 40-65 s whatever the load, while the one-worker
+# group's pace depends on it: at load ~15 it made 12 steps in the 42 s of a grow-back, at ~40 only 3 in 64 s)
+EPOCHS, CHECKPOINT_EVERY, GLOBAL_BATCH = 10, 3, 16
 
 # the main job, small: 4 activities, short pretraining epochs of an elastic group of 1-2 "GPU" workers, one fan-out
 # trial
@@ -179,7 +180,15 @@ def autoscaling():
     # folders of its own, not pytest's: other pytest sessions on a shared machine prune pytest's numbered folders
     state = tempfile.mkdtemp(prefix="mujo-as-state-", dir="/tmp")
     # a lost node is noticed after 15 s without a heartbeat (Ray's default: 30 s)
-    cluster = local_autoscaler.up(state, idle_timeout_minutes=IDLE_MINUTES, heartbeat_timeout_s=15, env=CLUSTER_ENV)
+    for attempt in (1, 2):  # `ray start` gives its raylet 30 s to register: on a machine loaded by others it once
+        try:                # did not (`up` then stops what it started), so it gets one more try
+            cluster = local_autoscaler.up(state, idle_timeout_minutes=IDLE_MINUTES, heartbeat_timeout_s=15,
+                                          env=CLUSTER_ENV)
+            break
+        except BaseException as exc:
+            if attempt == 2 or not isinstance(exc, RuntimeError):
+                shutil.rmtree(state, ignore_errors=True)
+                raise
     try:
         yield cluster
     finally:
