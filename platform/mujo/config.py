@@ -51,6 +51,10 @@ class StorageConfig(_Strict):
     root: str = Field("runs", description="Where runs live: a local folder or s3://bucket/prefix")
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
     region: str | None = None
+    # suite run time: the start-up probe's bound, configurable (tests set it low; the default is unchanged)
+    probe_timeout_s: float = Field(10.0, gt=0, le=300, description=(
+        "start-up check that the storage answers and is writable: seconds per request (two tries) before the job "
+        "fails naming the endpoint; raise it only for an endpoint known to be slow"))
 
 
 class RayConfig(_Strict):
@@ -102,14 +106,14 @@ class PreprocessConfig(_Strict):
                                          "pool starts as wide as the cluster's CPUs allow and grows with it")
     shard_rows: int = Field(4096, ge=1, description="target rows per shard")
     max_quarantine_share: float = Field(0.2, ge=0.0, le=1.0, description="fail when more clips are quarantined")
-
-
-class ModelConfig(_Strict):
-    modalities: list[str] = Field(default_factory=lambda: list(MODALITIES))
     # issue 17: caption alternatives in the shards (schema 1.1; docs/sample-format.md)
     caption_alternatives: int = Field(4, ge=0, description=(
         "most captions kept per window (the label text first, then a motion corpus' other descriptions) in a "
         "dataset whose clips have alternatives; more are counted in the log, not kept. 0 or 1: text_emb only"))
+
+
+class ModelConfig(_Strict):
+    modalities: list[str] = Field(default_factory=lambda: list(MODALITIES))
     embed_dim: int = Field(1280, ge=8)
     proj_hidden: int = Field(1280, ge=8)
     proj_layers: int = Field(2, ge=1, le=4)
@@ -242,14 +246,14 @@ class PretrainConfig(_Strict):
         "embeddings, nearest class mean, at every epoch end); 0: not computed"))
     seed: int = 0
     realism: RealismConfig = Field(default_factory=RealismConfig)  # issue 17: sensor realism per batch
-
-    # ---- issue 20: elastic worker groups (mujo.train.elastic) ------------------------------------------------------
-    # ``num_workers: [min, max]`` in YAML or --set is read as num_workers = max, min_workers = min (so every reader of
-    # num_workers keeps an int: the schedule, the search's CPU sizing); the global batch is batch_size x max whatever
     caption_sampling: Literal["first", "per_epoch"] = Field("per_epoch", description=(  # issue 17: text variety
         "per_epoch: where the shards carry caption alternatives, each training window's text is one of them, drawn "
         "per (seed, epoch, window); first: always the label text (text_emb). Validation and evaluation use the "
         "label text either way"))
+
+    # ---- issue 20: elastic worker groups (mujo.train.elastic) ------------------------------------------------------
+    # ``num_workers: [min, max]`` in YAML or --set is read as num_workers = max, min_workers = min (so every reader of
+    # num_workers keeps an int: the schedule, the search's CPU sizing); the global batch is batch_size x max whatever
     # the current worker count.
     min_workers: int | None = Field(None, ge=1, description=(
         "elastic training: the fewest workers the group may shrink to (num_workers is then the most); set it by "

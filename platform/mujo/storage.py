@@ -236,9 +236,10 @@ PROBE_TIMEOUT_S = 10.0
 but never answers must fail the job in seconds, not after the long timeouts that bulk transfers need."""
 
 
-def check_writable(uri: str) -> None:
+def check_writable(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
     """Fail fast, naming the endpoint, when ``uri``'s storage cannot be reached or written: a write and a delete
-    with short timeouts (:data:`PROBE_TIMEOUT_S`), announced in the log so a slow endpoint is never silence."""
+    with short timeouts (``timeout_s`` per request, default :data:`PROBE_TIMEOUT_S`; ``storage.probe_timeout_s``),
+    announced in the log so a slow endpoint is never silence."""
     import logging
 
     probe = join(uri, ".mujo-write-check")
@@ -247,8 +248,8 @@ def check_writable(uri: str) -> None:
         fs, path = filesystem(probe)
     else:
         logging.getLogger(__name__).info("checking that %s is reachable and writable (at most ~%.0f s)",
-                                         describe(uri), 2 * PROBE_TIMEOUT_S)
-        fs, path = _s3_filesystem(endpoint_url(), _region(), PROBE_TIMEOUT_S, 2), probe[5:]
+                                         describe(uri), 2 * timeout_s)
+        fs, path = _s3_filesystem(endpoint_url(), _region(), timeout_s, 2), probe[5:]
         try:
             with fs.open_output_stream(path) as f:
                 f.write(b"ok")

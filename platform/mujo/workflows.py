@@ -30,7 +30,7 @@ def prepare(cfg: MainConfig, start_ray: bool = True) -> str:
     storage.configure(cfg.storage.endpoint_url, cfg.storage.region)
     check_job_storage_env({k: v for k, v in storage.environment().items() if before.get(k) != v})
     run_dir = cfg.run_dir
-    storage.check_writable(run_dir)
+    storage.check_writable(run_dir, cfg.storage.probe_timeout_s)
     runlock.acquire(run_dir)
     storage.write_text(RunLayout(run_dir).config_file, dump_config(cfg))
     if start_ray:
