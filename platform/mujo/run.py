@@ -343,7 +343,8 @@ class EvaluationPlan(BaseModel):
         return [INPUT_SEP.join(group) for group in self.inputs]
 
     def trials(self) -> list[dict[str, Any]]:
-        """Every fan-out trial's cell and seed, in grid order."""
+        """Every seed run of the fan-out: its cell and seed (with ``evaluate.engine: grouped`` a Tune trial trains a
+        group of them)."""
         return [{"inputs": i, "setting": s, "fraction": f, "seed": seed, "calibration": c}
                 for i, s, f, seed, c in itertools.product(self.input_keys, self.settings, self.fractions,
                                                           range(self.seeds), self.calibrations)]

@@ -86,7 +86,7 @@ def run_main(cfg: MainConfig) -> dict:
     with out_console.stage("pretrain"):
         result, artefact = pretrain_with_progress(cfg, manifests[cfg.pretrain.dataset])
     mark("pretrain")
-    with out_console.stage("evaluate", f"{len(EvaluationPlan.from_config(cfg).trials())} fan-out trials"):
+    with out_console.stage("evaluate", f"{len(EvaluationPlan.from_config(cfg).trials())} seed runs"):
         evaluation = evaluate(cfg, artefact, manifests[cfg.evaluate.dataset], manifests[cfg.pretrain.dataset])
     mark("evaluate")
     rows, table, out = evaluation["rows"], evaluation["table"], evaluation["results"]
