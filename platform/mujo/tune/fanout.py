@@ -237,7 +237,8 @@ def run_fanout(cfg: MainConfig, pretrained: str, manifest: Manifest, data: dict[
     # resources so that its nodes are filled (mujo.tune.sizing); values set in the config are kept.
     from mujo.tune.sizing import sized_evaluate
 
-    ecfg = sized_evaluate(ecfg, param_space(ecfg))
+    space = param_space(ecfg)  # the trials' cells: sizing changes their resources, not the cells
+    ecfg = sized_evaluate(ecfg, space)
     from mujo.progress import TrialProgress
 
     data = {mode: data[mode] for mode in ecfg.calibrations}  # only what the trials use goes to the object store
@@ -258,14 +259,12 @@ def run_fanout(cfg: MainConfig, pretrained: str, manifest: Manifest, data: dict[
     max_concurrent = ecfg.max_concurrent_trials
     tuner = tune.Tuner(
         trainable,
-        param_space=param_space(ecfg),
+        param_space=space,
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(
             name=name, **storage.ray_storage(RunLayout.of(cfg).tune),
             failure_config=tune.FailureConfig(max_failures=ecfg.max_retries), verbose=0,
-            callbacks=[TrialProgress("fan-out trials", len(ecfg.inputs) * len(ecfg.settings) * len(ecfg.fractions)
-                                     * (ecfg.seeds if ecfg.engine == "per_seed" else len(seed_groups(ecfg)))
-                                     * len(ecfg.calibrations))]),
+            callbacks=[TrialProgress("fan-out trials", len(space["trial"]["grid_search"]))]),
     )
     grid = tuner.fit()
     rows = [row for r in grid for row in _rows_of(r, ecfg, manifest.dataset)]  # the contract of trials.csv rows
